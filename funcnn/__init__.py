@@ -1,0 +1,1 @@
+"""funcnn: a functional MLP library on JAX with hand-derived backprop."""

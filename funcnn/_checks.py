@@ -1,0 +1,81 @@
+"""Argument validation shared by every module: one place for the error wording.
+
+Conventions:
+  * Shape, dtype and name errors are raised at trace time, so they cost nothing
+    inside ``jit``.
+  * Value errors (NaN/inf, labels out of range) need concrete values: they are
+    checked when the array is concrete (eager calls, data loading) and skipped
+    under tracing, where they are the caller's duty (see ``concrete``).
+Every message names the argument, what was given and what is allowed.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+import jax
+import numpy as np
+
+
+def concrete(a) -> np.ndarray | None:
+    """Returns ``a`` as a NumPy array if its values are known now, else None (a tracer)."""
+    try:
+        return np.asarray(a)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def choice(name: str, value, allowed: Iterable[str]) -> str:
+    """Checks that ``value`` is one of ``allowed``; suggests the closest name on a typo."""
+    allowed = list(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {allowed}.{hint}")
+    return value
+
+
+def floating(name: str, a) -> None:
+    """Raises TypeError unless ``a`` has a floating dtype."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None or not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+        raise TypeError(
+            f"{name} must be a floating-point array; got dtype {dtype}. "
+            f"Convert it first, e.g. {name}.astype(jnp.float32)."
+        )
+
+
+def finite(name: str, a) -> None:
+    """Raises ValueError if a concrete ``a`` holds NaN or inf (skipped under tracing)."""
+    v = concrete(a)
+    if v is not None and v.size and jax.numpy.issubdtype(v.dtype, jax.numpy.floating) \
+            and not np.all(np.isfinite(v)):
+        bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
+        raise ValueError(f"{name} contains {bad} NaN or inf value(s); inputs must be finite.")
+
+
+def labels_in_range(name: str, y, num_classes: int) -> None:
+    """Raises ValueError if concrete integer labels fall outside [0, num_classes)."""
+    v = concrete(y)
+    if v is not None and v.size and (v.min() < 0 or v.max() >= num_classes):
+        raise ValueError(
+            f"{name} holds labels in [{v.min()}, {v.max()}]; allowed are integers in "
+            f"[0, {num_classes})."
+        )
+
+
+def positive_int(name: str, value) -> int:
+    """Checks ``value`` is a positive Python int (bools rejected)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+def probability(name: str, value, *, upper_open: bool = True) -> float:
+    """Checks 0 <= value < 1 (or <= 1 when ``upper_open`` is False)."""
+    ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
+    ok = ok and 0.0 <= value and (value < 1.0 if upper_open else value <= 1.0)
+    if not ok:
+        rng = "[0, 1)" if upper_open else "[0, 1]"
+        raise ValueError(f"{name} must be a number in {rng}; got {value!r}.")
+    return float(value)
