@@ -1,1 +1,26 @@
-"""funcnn: a functional MLP library on JAX with hand-derived backprop."""
+"""funcnn: a functional MLP library on JAX with hand-derived backprop.
+
+Public API (one obvious place for each thing)::
+
+    funcnn.mlp(sizes, ...) -> MLP          the network as pure functions
+    funcnn.gradcheck(net, params, x, y)    hand-derived vs reverse/forward/finite differences
+    funcnn.activations, funcnn.losses, funcnn.initializers
+"""
+from funcnn import activations, initializers, losses
+from funcnn.mlp import MLP, Cache, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "MLPSpec",
+    "Cache",
+    "activations",
+    "count_params",
+    "from_spec",
+    "initializers",
+    "losses",
+    "mlp",
+    "spec_from_dict",
+    "with_manual_vjp",
+]

@@ -9,3 +9,23 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Prints the largest hand-derived vs jax.grad errors the gradient matrix saw."""
+    from reference import OBSERVED
+
+    if OBSERVED:
+        terminalreporter.write_sep("-", "largest normwise relative gradient errors observed")
+        for (kind, dtype), err in sorted(OBSERVED.items()):
+            terminalreporter.write_line(f"{kind:<28} {dtype:<8} {err:.2e}")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(params=["jit", "eager"])
+def variant(request):
+    """Runs a test body with its function jitted and not: the pytest form of
+    ``chex.variants(with_jit=True, without_jit=True)`` (which needs absl test classes)."""
+    return jax.jit if request.param == "jit" else (lambda f: f)

@@ -1,0 +1,94 @@
+"""Plainly written reference networks for the tests: no funcnn code is used.
+
+Everything here is the textbook formula in jnp, so that ``jax.grad`` of
+``reference_loss`` is an independent reference for funcnn's hand-derived
+backward pass.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REF_ACT = {
+    "identity": lambda z: z,
+    "relu": lambda z: jnp.maximum(z, 0.0),
+    "leaky_relu": lambda z: jnp.where(z > 0, z, 0.01 * z),
+    "sigmoid": lambda z: 1.0 / (1.0 + jnp.exp(-z)),
+    "tanh": lambda z: (jnp.exp(z) - jnp.exp(-z)) / (jnp.exp(z) + jnp.exp(-z)),
+    "softplus": lambda z: jnp.log(1.0 + jnp.exp(z)),
+    "elu": lambda z: jnp.where(z > 0, z, jnp.exp(z) - 1.0),
+    "gelu": lambda z: 0.5 * z * (1.0 + jnp.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z**3))),
+    "swish": lambda z: z / (1.0 + jnp.exp(-z)),
+}
+HIDDEN_NAMES = tuple(REF_ACT)
+PAIRS = (
+    ("identity", "mse"),
+    ("sigmoid", "mse"),
+    ("softmax", "mse"),
+    ("softmax", "cross_entropy"),
+    ("sigmoid", "binary_cross_entropy"),
+)
+
+
+def ref_output(name, z):
+    if name == "identity":
+        return z
+    if name == "sigmoid":
+        return 1.0 / (1.0 + jnp.exp(-z))
+    e = jnp.exp(z - jnp.max(z, axis=1, keepdims=True))
+    return e / jnp.sum(e, axis=1, keepdims=True)
+
+
+def reference_loss(params, x, y, *, hidden, output, loss, l2=0.0):
+    """Mean data loss + l2/(2n) sum W^2 for the MLP h = f(h W + b), written plainly."""
+    h = x
+    for p in params[:-1]:
+        h = REF_ACT[hidden](h @ p["W"] + p["b"][None, :])
+    out = ref_output(output, h @ params[-1]["W"] + params[-1]["b"][None, :])
+    n = x.shape[0]
+    if loss == "mse":
+        data = jnp.sum((out - y) ** 2) / (2 * n)
+    elif loss == "cross_entropy":
+        t = jax.nn.one_hot(y, out.shape[1], dtype=out.dtype) if jnp.issubdtype(y.dtype, jnp.integer) else y
+        data = -jnp.sum(t * jnp.log(out)) / n
+    else:
+        data = -jnp.sum(y * jnp.log(out) + (1 - y) * jnp.log(1 - out)) / n
+    return data + l2 / (2 * n) * sum(jnp.sum(p["W"] ** 2) for p in params)
+
+
+def random_problem(sizes, output, loss, batch, dtype, seed=0, int_labels=True):
+    """Random params (scale ~1/sqrt(fan_in)), inputs and matching targets (NumPy RNG)."""
+    rng = np.random.default_rng(seed)
+    params = [{"W": jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), dtype),
+               "b": jnp.asarray(0.1 * rng.normal(size=(b,)), dtype)}
+              for a, b in zip(sizes[:-1], sizes[1:])]
+    x = jnp.asarray(rng.normal(size=(batch, sizes[0])), dtype)
+    m = sizes[-1]
+    if loss == "cross_entropy" and int_labels:
+        y = jnp.asarray(rng.integers(0, m, size=batch), jnp.int32)
+    elif loss == "cross_entropy":
+        t = rng.random((batch, m))
+        y = jnp.asarray(t / t.sum(1, keepdims=True), dtype)
+    elif loss == "binary_cross_entropy":
+        y = jnp.asarray(rng.integers(0, 2, size=(batch, m)), dtype)
+    else:
+        y = jnp.asarray(rng.normal(size=(batch, m)), dtype)
+    return params, x, y
+
+
+def normwise_rel_err(a, b):
+    """max over leaves of max|a - b| / max|b| (0 when both are zero)."""
+    worst = 0.0
+    for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        u, v = np.asarray(u, np.float64), np.asarray(v, np.float64)
+        err, scale = np.max(np.abs(u - v)), np.max(np.abs(v))
+        worst = max(worst, err / scale if scale > 0 else (0.0 if err == 0 else np.inf))
+    return worst
+
+
+# Largest relative error seen by the gradient matrix, per dtype; conftest prints it.
+OBSERVED = {}
+
+
+def record(kind, dtype, err):
+    key = (kind, str(jnp.dtype(dtype)))
+    OBSERVED[key] = max(OBSERVED.get(key, 0.0), float(err))
