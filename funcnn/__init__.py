@@ -6,7 +6,8 @@ Public API (one obvious place for each thing)::
     funcnn.gradcheck(net, params, x, y)    hand-derived vs reverse/forward/finite differences
     funcnn.activations, funcnn.losses, funcnn.initializers
 """
-from funcnn import activations, initializers, losses
+from funcnn import activations, gradcheck, initializers, losses
+from funcnn.gradcheck import GradcheckReport
 from funcnn.mlp import MLP, Cache, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
 
 __version__ = "0.1.0"
@@ -15,9 +16,11 @@ __all__ = [
     "MLP",
     "MLPSpec",
     "Cache",
+    "GradcheckReport",
     "activations",
     "count_params",
     "from_spec",
+    "gradcheck",
     "initializers",
     "losses",
     "mlp",

@@ -51,7 +51,8 @@ class OutputActivation(NamedTuple):
 
 
 def _relu(z):
-    return jnp.where(z > 0, z, jnp.zeros_like(z))
+    # maximum, not where(z > 0, z, 0): a NaN must propagate, not become 0.
+    return jnp.maximum(z, jnp.zeros_like(z))
 
 
 def _leaky_relu(z):

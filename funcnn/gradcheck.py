@@ -215,7 +215,7 @@ def _gradcheck(net, params, x, y, key, dtype, sweep_entries, manual_grad):
             rows = np.arange(j - i)
             h = h_rel * scale[idx[i:j]]
             E[rows, idx[i:j]] = h
-            return (loss64(th64 + E) - loss64(th64 - E)) / (2 * h)
+            return (loss64(th64[None, :] + E) - loss64(th64[None, :] - E)) / (2 * h)
         return _chunked(chunk, len(idx))
 
     all_idx = np.arange(P)

@@ -4,6 +4,8 @@ Everything here is the textbook formula in jnp, so that ``jax.grad`` of
 ``reference_loss`` is an independent reference for funcnn's hand-derived
 backward pass.
 """
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,3 +94,23 @@ OBSERVED = {}
 def record(kind, dtype, err):
     key = (kind, str(jnp.dtype(dtype)))
     OBSERVED[key] = max(OBSERVED.get(key, 0.0), float(err))
+
+
+@contextlib.contextmanager
+def broken_derivative(name, wrong_grad):
+    """Temporarily replaces hidden activation ``name``'s derivative with ``wrong_grad``.
+
+    Networks built inside the block use the broken derivative in their manual
+    backward; their forward pass (and so jax.grad of net.loss) is unchanged.
+    """
+    import funcnn
+
+    acts = funcnn.activations.HIDDEN
+    saved = acts[name]
+    acts[name] = saved._replace(grad=wrong_grad)
+    funcnn.from_spec.cache_clear()
+    try:
+        yield
+    finally:
+        acts[name] = saved
+        funcnn.from_spec.cache_clear()
