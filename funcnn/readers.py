@@ -1,0 +1,240 @@
+"""File readers (IDX/MNIST and CSV); re-exported by ``funcnn.data``.
+
+Readers only read the path they are given, never download, and never unpickle.
+Every format error names the file and says what was expected and what was found.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+import math
+import os
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnn.datasets import _float_dtype
+
+Array = jax.Array
+
+__all__ = ["load_idx", "load_mnist", "load_csv", "MNIST_FILES"]
+
+# IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/).
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+# The four standard MNIST names, in the order load_mnist returns their arrays'
+# roles; each may also be present with a ".gz" suffix.
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def _read_bytes(path) -> bytes:
+    with open(path, "rb") as f:
+        raw = f.read()
+    # Decide on the magic bytes, not the name: a renamed or double-gzipped-named
+    # file is still read correctly (an IDX header always starts with 0x00 0x00).
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"{os.fspath(path)!r} starts like a gzip file but cannot be "
+                         f"decompressed ({e}); the file is probably truncated or corrupt.") from e
+
+
+def load_idx(path) -> np.ndarray:
+    """Reads one IDX file (the MNIST format), raw or gzip-compressed.
+
+    Layout: two zero bytes, a type byte (0x08 uint8, 0x09 int8, 0x0B int16,
+    0x0C int32, 0x0D float32, 0x0E float64), a byte with the number of
+    dimensions d, d big-endian uint32 sizes, then the values big-endian in C
+    order. Compression is detected from the gzip magic bytes, so ``.gz`` and
+    plain files may be named either way.
+
+    Args:
+      path: a ``str`` or ``os.PathLike`` to the file.
+
+    Returns:
+      A NumPy array (writable, native byte order) with the file's shape and
+      element type, e.g. uint8 ``[60000, 28, 28]`` for MNIST training images.
+      NumPy rather than JAX, so float64 and int16 files keep their type whatever
+      ``jax_enable_x64`` says; ``load_mnist`` converts.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: not an IDX file (bad magic number or type byte), or its length
+        disagrees with its header (names the expected and actual byte counts).
+    """
+    name = os.fspath(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(f"{name!r} is too short to be an IDX file: {len(data)} bytes, "
+                         f"the header alone needs at least 4.")
+    zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
+    if zero0 != 0 or zero1 != 0:
+        raise ValueError(f"{name!r} is not an IDX file: its magic number starts with bytes "
+                         f"{zero0:#04x} {zero1:#04x}, expected 0x00 0x00.")
+    if code not in _IDX_DTYPES:
+        allowed = ", ".join(f"{c:#04x} ({d.str[1:]})" for c, d in _IDX_DTYPES.items())
+        raise ValueError(f"{name!r} has IDX type byte {code:#04x}; allowed are {allowed}.")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{name!r} is truncated: its header declares {ndim} dimensions, "
+                         f"needing {header} header bytes, but the file has {len(data)} bytes.")
+    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[code]
+    expected = header + math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "longer than its header says"
+        raise ValueError(
+            f"{name!r} is {what}: header says shape {shape} of {dtype.str[1:]}, so "
+            f"{expected} bytes expected (after decompression), but it has {len(data)}.")
+    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    return values.astype(dtype.newbyteorder("="))  # a native-order, writable copy
+
+
+def load_mnist(directory, *, dtype=jnp.float32, flatten: bool = True
+               ) -> tuple[Array, Array, Array, Array]:
+    """Loads MNIST (or Fashion-MNIST) from the four standard IDX files in ``directory``.
+
+    Looks for ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``, each either plain
+    or with a ``.gz`` suffix (plain preferred when both exist). Nothing is
+    downloaded.
+
+    Args:
+      directory: ``str`` or ``os.PathLike`` holding the four files.
+      dtype: floating dtype of the images.
+      flatten: if True images are ``[n, rows*cols]``, else ``[n, rows, cols]``.
+
+    Returns:
+      ``(x_train, y_train, x_test, y_test)``: images in ``dtype`` scaled to
+      [0, 1] (pixel / 255), ``[60000, 784]`` and ``[10000, 784]`` for MNIST;
+      labels int32 ``[n]``.
+
+    Raises:
+      FileNotFoundError: any file missing; the message names every missing
+        file and the directory.
+      ValueError: a malformed file (see ``load_idx``), images not uint8
+        ``[n, rows, cols]``, labels not ``[n]``, or counts that disagree.
+      TypeError: ``dtype`` not floating.
+    """
+    dtype = _float_dtype(dtype)
+    directory = os.fspath(directory)
+    found, missing = [], []
+    for base in MNIST_FILES:
+        candidates = [os.path.join(directory, base + ext) for ext in ("", ".gz")]
+        hit = next((c for c in candidates if os.path.isfile(c)), None)
+        (found if hit else missing).append(hit or base)
+    if missing:
+        listed = ", ".join(f"{m} (or {m}.gz)" for m in missing)
+        raise FileNotFoundError(
+            f"load_mnist: {len(missing)} of the 4 MNIST files missing in directory "
+            f"{directory!r}: {listed}. Put the standard IDX files there (plain or gzipped).")
+    out = []
+    for images_path, labels_path in ((found[0], found[1]), (found[2], found[3])):
+        images, labels = load_idx(images_path), load_idx(labels_path)
+        if images.dtype != np.uint8 or images.ndim != 3:
+            raise ValueError(f"{images_path!r} must hold uint8 images [n, rows, cols]; "
+                             f"got {images.dtype} {images.shape}.")
+        if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+            raise ValueError(f"{labels_path!r} must hold one label per image "
+                             f"[{images.shape[0]}]; got shape {labels.shape}.")
+        if flatten:
+            images = images.reshape(images.shape[0], -1)
+        out += [jax.device_put(images.astype(dtype) / dtype.type(255)),
+                jax.device_put(labels.astype(np.int32))]
+    return tuple(out)
+
+
+def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
+             ) -> tuple[Array, Array]:
+    """Reads a numeric CSV file with a header row into features and a target.
+
+    Every column other than ``target`` becomes a feature, in file order. Blank
+    lines are skipped; a UTF-8 byte-order mark is ignored.
+
+    The target is int32 when every one of its cells is an integer literal
+    (``0``, ``2``, ``-1``; not ``1.0``), so class labels come out ready for
+    ``one_hot`` and the metrics; otherwise it is float in ``dtype``.
+
+    Args:
+      path: ``str`` or ``os.PathLike`` to the file.
+      target: the name of the target column (surrounding spaces ignored).
+      dtype: floating dtype of the features (and of a float target).
+      delimiter: the one-character field separator.
+
+    Returns:
+      ``(x, y)``: ``x`` ``[n, d]`` in ``dtype``; ``y`` ``[n]`` int32 or ``dtype``.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: empty file, duplicate column names, unknown ``target`` (the
+        message lists the columns), no feature columns, no data rows, a row
+        with the wrong number of cells, or a cell that is not a finite number
+        (the message names the line and column).
+      TypeError: ``dtype`` not floating.
+    """
+    dtype = _float_dtype(dtype)
+    name = os.fspath(path)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = [(line, r) for line, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
+                if any(cell.strip() for cell in r)]
+    if not rows:
+        raise ValueError(f"{name!r} is empty; a header row naming the columns is required.")
+    header_line, header = rows[0]
+    columns = [c.strip() for c in header]
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise ValueError(f"{name!r}: duplicate column name(s) {duplicates} in the header "
+                         f"(line {header_line}).")
+    if target not in columns:
+        close = difflib.get_close_matches(str(target), columns, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"target={target!r} is not a column of {name!r}; its columns are "
+                         f"{columns}.{hint}")
+    if len(columns) < 2:
+        raise ValueError(f"{name!r} has only the target column {target!r}; at least one "
+                         f"feature column is needed.")
+    if len(rows) < 2:
+        raise ValueError(f"{name!r} has a header but no data rows.")
+    t = columns.index(target)
+    values = np.empty((len(rows) - 1, len(columns)), np.float64)
+    target_is_int = True
+    for i, (line, row) in enumerate(rows[1:]):
+        if len(row) != len(columns):
+            raise ValueError(f"{name!r}, line {line}: {len(row)} cells, but the header has "
+                             f"{len(columns)} columns.")
+        for j, cell in enumerate(row):
+            text = cell.strip()
+            try:
+                v = float(text)
+            except ValueError:
+                v = float("nan")
+            if not math.isfinite(v):
+                raise ValueError(f"{name!r}, line {line}, column {columns[j]!r}: {cell!r} is "
+                                 f"not a finite number; every cell must be numeric.")
+            values[i, j] = v
+            if j == t and target_is_int:
+                try:
+                    int(text)
+                except ValueError:
+                    target_is_int = False
+    x = np.delete(values, t, axis=1).astype(dtype)
+    y = values[:, t].astype(np.int32 if target_is_int else dtype)
+    return jax.device_put(x), jax.device_put(y)
