@@ -1,0 +1,394 @@
+"""Training: a jitted train step, a whole epoch as one compiled call, ``fit``.
+
+State is a ``TrainState(params, opt_state, step, rng)`` pytree. ``rng`` is the
+run's base key and never changes; every random choice is derived from it and
+the step counter, so a run is a pure function of (key, data, hyperparameters),
+and a resumed run draws exactly what the uninterrupted run would have drawn::
+
+    dropout mask of global step s:   fold_in(fold_in(rng, 0), s)
+    shuffle of the epoch at step s:  permutation(fold_in(fold_in(rng, 1), s), n)
+
+An epoch (``make_epoch``) shuffles on device, reshapes the data into
+``n // batch_size`` minibatches and ``lax.scan``s the step over them. The last
+partial batch (``n % batch_size`` samples) is, by default, one more step of
+its true size (its loss is the mean over its own samples, exactly what a
+per-step loop does), so every sample is seen every epoch and the epoch's mean
+loss weights each step by its batch size. ``drop_last=True`` skips it.
+
+Nothing here synchronises with the host inside compiled code: per-step losses
+stay on device and ``fit`` fetches them once per epoch (a CPU-GPU sync point,
+needed to detect divergence and for early stopping).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnn import _checks, data as _data
+from funcnn.optim import GradientTransformation, apply_updates
+
+Array = jax.Array
+GRADS = ("manual", "autodiff")
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training; a pytree of arrays."""
+
+    params: Any  # list of {"W", "b"} per layer
+    opt_state: Any  # the optimizer's state pytree
+    step: Array  # shape=(), int32: optimizer steps taken so far
+    rng: Array  # the run's base key (constant; see module docstring)
+
+
+class History(NamedTuple):
+    """Per-epoch metrics returned by ``fit`` (plain Python lists and ints)."""
+
+    train_loss: list  # mean training loss of each epoch (before each step's update)
+    val_loss: list  # validation loss after each epoch ([] without validation)
+    val_accuracy: list  # validation accuracy after each epoch (classification only)
+    best_epoch: int | None  # epoch (0-based) with the lowest validation loss
+    stopped_early: bool  # early stopping ended the run
+
+
+class DivergenceError(RuntimeError):
+    """The loss became NaN or inf. ``state`` is the last state whose loss was finite."""
+
+    def __init__(self, epoch: int, step: int, state: TrainState, history: History):
+        super().__init__(
+            f"training diverged: the loss became NaN or inf at epoch {epoch}, step {step} "
+            f"(global step {int(state.step)}). The last finite state is kept in this "
+            "error's .state (and .history). Try a lower learning rate or gradient clipping.")
+        self.epoch, self.step, self.state, self.history = epoch, step, state, history
+
+
+def init_state(net, opt: GradientTransformation, *, key, dtype=jnp.float32) -> TrainState:
+    """A fresh ``TrainState``: parameters drawn from ``key``, optimizer state, step 0.
+
+    Args:
+      net: an ``MLP``.
+      opt: a ``GradientTransformation`` from ``funcnn.optim``.
+      key: a ``jax.random`` key; split once into the init key and the run's rng.
+      dtype: parameter dtype.
+    """
+    k_init, k_run = jax.random.split(key)
+    params = net.init(k_init, dtype=dtype)
+    return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), k_run)
+
+
+def _value_and_grad(net, grad: str):
+    _checks.choice("grad", grad, GRADS)
+    if grad == "manual":
+        return net.value_and_grad
+    return jax.value_and_grad(net.loss)
+
+
+def _step_body(net, opt, grad):
+    """The pure train step ``(state, x, y, lr_scale) -> (state, loss)``."""
+    value_and_grad = _value_and_grad(net, grad)
+    dropout = net.spec.dropout > 0
+
+    def body(state, x, y, lr_scale=None):
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
+        loss, g = value_and_grad(state.params, x, y, key=key)
+        updates, opt_state = opt.update(g, state.opt_state, state.params)
+        if lr_scale is not None:  # per-model learning-rate factor (fit_many)
+            updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
+        params = apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1, state.rng), loss
+
+    return body
+
+
+@functools.lru_cache(maxsize=128)
+def make_train_step(net, opt: GradientTransformation, grad: str = "manual"):
+    """A jitted train step ``(state, x, y) -> (state, {"loss": loss})``.
+
+    The loss is the one at the parameters before the update. The state's
+    buffers are donated: do not reuse the ``state`` you passed in. Cached on
+    ``(net, opt, grad)``: the same network and optimizer give the same
+    compiled step.
+
+    Args:
+      net: an ``MLP``.
+      opt: a ``GradientTransformation``.
+      grad: ``"manual"`` (hand-derived backprop) or ``"autodiff"`` (``jax.grad``).
+
+    Raises:
+      ValueError: unknown ``grad``.
+    """
+    body = _step_body(net, opt, grad)
+
+    def step(state, x, y):
+        state, loss = body(state, x, y)
+        return state, {"loss": loss}
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def epoch_permutation(state: TrainState, n: int) -> Array:
+    """The sample order of the epoch that starts at ``state.step``: ``[n]`` int."""
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state.rng, 1), state.step), n)
+
+
+def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None):
+    body = _step_body(net, opt, grad)
+
+    def epoch(state, x, y, lr_scale=None):
+        n = x.shape[0]
+        nb, r = divmod(n, batch_size)
+        perm = epoch_permutation(state, n)
+        xs, ys = x[perm], y[perm]  # one gather per epoch, on device
+        full = nb * batch_size
+        xb = xs[:full].reshape((nb, batch_size) + x.shape[1:])  # [nb, B, d]
+        yb = ys[:full].reshape((nb, batch_size) + y.shape[1:])
+        k = nb if num_steps is None else min(num_steps, nb)
+
+        def scan_step(s, batch):
+            s, loss = body(s, batch[0], batch[1], lr_scale)
+            return s, loss
+
+        state, losses = jax.lax.scan(scan_step, state, (xb[:k], yb[:k]))  # losses: [k]
+        if r and not drop_last and (num_steps is None or num_steps > nb):
+            state, last = body(state, xs[full:], ys[full:], lr_scale)
+            losses = jnp.concatenate([losses, last[None]])
+        return state, losses
+
+    return epoch
+
+
+@functools.lru_cache(maxsize=128)
+def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str = "manual",
+               drop_last: bool = False):
+    """One epoch as ONE compiled call: ``(state, x, y) -> (state, losses)``.
+
+    Shuffles with the state's key, reshapes into minibatches on device and
+    ``lax.scan``s the train step over them (see the module docstring for the
+    last partial batch). ``losses`` holds each step's loss, ``[steps]``.
+    The input state is not donated: ``fit`` keeps it to recover the last
+    finite state if the loss diverges. Cached on its arguments.
+
+    Args:
+      net: an ``MLP``.
+      opt: a ``GradientTransformation``.
+      batch_size: samples per step (``1 <= batch_size <= n``, checked by ``fit``).
+      grad: ``"manual"`` or ``"autodiff"``.
+      drop_last: skip the last partial batch instead of training on it.
+    """
+    _checks.positive_int("batch_size", batch_size)
+    _value_and_grad(net, grad)
+    return jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last))
+
+
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
+    """Number of optimizer steps in one epoch over ``n`` samples."""
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+@functools.lru_cache(maxsize=128)
+def _eval_fn(net):
+    def evaluate(params, x, y):
+        loss = net.loss(params, x, y)
+        if net.spec.output == "identity":
+            return loss, jnp.nan
+        pred = net.predict(params, x)
+        if net.spec.output == "softmax":
+            truth = y if jnp.issubdtype(y.dtype, jnp.integer) else jnp.argmax(y, axis=-1)
+        else:  # sigmoid: every output thresholded at 0.5 must match its 0/1 target
+            truth = (y > 0.5).astype(jnp.int32)
+        return loss, jnp.mean(pred == truth)
+
+    return jax.jit(evaluate)
+
+
+def evaluate(net, params, x, y) -> dict:
+    """Loss and, for classifiers, accuracy of ``params`` on ``(x, y)``, without dropout.
+
+    Returns:
+      ``{"loss": float, "accuracy": float}`` (no accuracy for ``identity`` outputs).
+    """
+    loss, acc = jax.device_get(_eval_fn(net)(params, x, y))
+    out = {"loss": float(loss)}
+    if net.spec.output != "identity":
+        out["accuracy"] = float(acc)
+    return out
+
+
+def _prepare(net, data, dtype, name):
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(f"{name} must be an (x, y) pair; got {type(data).__name__}.")
+    x, y = data
+    _data.check_xy(x, y, name_x=f"{name} x", name_y=f"{name} y")
+    x = jnp.asarray(x)
+    _checks.floating(f"{name} x", x)
+    y = jnp.asarray(y)
+    x = x.astype(dtype)
+    if jnp.issubdtype(y.dtype, jnp.floating):
+        y = y.astype(dtype)
+    # Trace-time shape checks of the network, run once here before any work.
+    jax.eval_shape(net.loss, net.init(jax.random.key(0), dtype=dtype), x, y)
+    _checks.finite(f"{name} y", y) if jnp.issubdtype(y.dtype, jnp.floating) else \
+        _checks.labels_in_range(f"{name} y", y, net.spec.sizes[-1])
+    return x, y
+
+
+def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int, key=None,
+        validation=None, grad: str = "manual", drop_last: bool = False,
+        early_stopping: int | None = None, state: TrainState | None = None,
+        callback: Callable[[int, dict], None] | None = None, dtype=jnp.float32):
+    """Trains ``net`` with ``opt`` on ``data = (x, y)``; each epoch is one compiled call.
+
+    Args:
+      net: an ``MLP``.
+      opt: a ``GradientTransformation``, e.g. ``funcnn.optim.adam(1e-3)``.
+      data: ``(x [n, d], y)``, targets as for ``net.loss``.
+      epochs: number of epochs (> 0).
+      batch_size: samples per step, ``1 <= batch_size <= n``.
+      key: ``jax.random`` key for init, shuffling and dropout (required unless
+        ``state`` is given).
+      validation: optional ``(x_val, y_val)``, evaluated after every epoch.
+      grad: ``"manual"`` (hand-derived backprop, default) or ``"autodiff"``.
+      drop_last: skip each epoch's last partial batch (default: train on it).
+      early_stopping: patience in epochs: stop when the validation loss has
+        not improved for this many epochs, and return the best parameters.
+      state: a ``TrainState`` to continue from (resume); ``key`` is then unused.
+      callback: called as ``callback(epoch, metrics)`` after each epoch, with
+        ``metrics = {"epoch", "train_loss", "val_loss"?, "val_accuracy"?}``;
+        scripts print progress from it. The library prints nothing.
+      dtype: parameter and input dtype (float32 default).
+
+    Returns:
+      ``(state, history)``: the final ``TrainState`` (``state.params`` works with
+      ``net.apply``; with early stopping, the best epoch's parameters) and a
+      ``History``. Deterministic for a given key.
+
+    Raises:
+      ValueError / TypeError: bad arguments or data (before any work).
+      DivergenceError: the loss became NaN/inf; names the epoch and step and
+        carries the last finite state.
+    """
+    epochs = _checks.positive_int("epochs", epochs)
+    _checks.choice("grad", grad, GRADS)
+    x, y = _prepare(net, data, dtype, "data")
+    batch_size = _data.check_batch_size(batch_size, x.shape[0])
+    if validation is not None:
+        xv, yv = _prepare(net, validation, dtype, "validation")
+    if early_stopping is not None:
+        _checks.positive_int("early_stopping", early_stopping)
+        if validation is None:
+            raise ValueError("early_stopping needs validation=(x_val, y_val) to watch.")
+    if state is None:
+        if key is None:
+            raise ValueError("key is required (a jax.random key) unless a state is given to resume.")
+        state = init_state(net, opt, key=key, dtype=dtype)
+
+    run_epoch = make_epoch(net, opt, batch_size=batch_size, grad=grad, drop_last=drop_last)
+    sizes = np.array([batch_size] * (x.shape[0] // batch_size)
+                     + ([x.shape[0] % batch_size] if x.shape[0] % batch_size and not drop_last else []))
+    history = History([], [], [], None, False)
+    best = (np.inf, None)  # (validation loss, params)
+    since_best = 0
+    for epoch in range(epochs):
+        new_state, losses = run_epoch(state, x, y)
+        fetched = [losses]
+        if validation is not None:
+            fetched.append(_eval_fn(net)(new_state.params, xv, yv))
+        fetched = jax.device_get(fetched)  # the one host sync per epoch
+        losses = fetched[0]
+        if not np.all(np.isfinite(losses)):
+            bad = int(np.argmax(~np.isfinite(losses)))
+            last_good = _replay(net, opt, grad, batch_size, drop_last, bad, state, x, y)
+            raise DivergenceError(epoch, bad, last_good, history)
+        state = new_state
+        metrics = {"epoch": epoch, "train_loss": float(np.sum(losses * sizes) / np.sum(sizes))}
+        history.train_loss.append(metrics["train_loss"])
+        if validation is not None:
+            val_loss, val_acc = (float(v) for v in fetched[1])
+            metrics["val_loss"] = val_loss
+            history.val_loss.append(val_loss)
+            if net.spec.output != "identity":
+                metrics["val_accuracy"] = val_acc
+                history.val_accuracy.append(val_acc)
+            if val_loss < best[0]:
+                best, since_best = (val_loss, state.params), 0
+                history = history._replace(best_epoch=epoch)
+            else:
+                since_best += 1
+        if callback is not None:
+            callback(epoch, metrics)
+        if early_stopping is not None and since_best >= early_stopping:
+            history = history._replace(stopped_early=True)
+            break
+    if early_stopping is not None and best[1] is not None:
+        state = state._replace(params=best[1])
+    return state, history
+
+
+def _replay(net, opt, grad, batch_size, drop_last, num_steps, state, x, y):
+    """The state after the first ``num_steps`` steps of the epoch starting at ``state``.
+
+    Runs the same epoch body truncated to ``num_steps`` (compiled only when a
+    run diverges), so the state is the one the full epoch had before the step
+    whose loss was not finite.
+    """
+    if num_steps == 0:
+        return state
+    fn = jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last, num_steps=num_steps))
+    return fn(state, x, y)[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _many_epoch(net, opt, grad, batch_size, drop_last):
+    body = _epoch_body(net, opt, grad, batch_size, drop_last)
+    # Models differ in state (seed) and learning-rate factor; the data is shared.
+    return jax.jit(jax.vmap(body, in_axes=(0, None, None, 0)))
+
+
+def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch_size: int,
+             lr_scales=None, validation=None, grad: str = "manual", drop_last: bool = False,
+             dtype=jnp.float32):
+    """Trains K models at once in one compiled program (``vmap`` over models).
+
+    Model k is initialised and shuffled from ``keys[k]`` and its updates are
+    multiplied by ``lr_scales[k]``, which for every optimizer in
+    ``funcnn.optim`` (updates linear in the learning rate) is training with
+    learning rate ``lr * lr_scales[k]``. Each model equals the same network
+    trained alone by ``fit`` with that key (up to float rounding).
+
+    Args:
+      keys: ``[K]`` array of ``jax.random`` keys (e.g. ``jax.random.split(key, K)``).
+      lr_scales: optional ``[K]`` learning-rate factors (default all 1).
+      other arguments: as for ``fit`` (no early stopping or resume).
+
+    Returns:
+      ``(states, history)``: a ``TrainState`` whose leaves have a leading ``[K]``
+      axis, and ``{"train_loss": [epochs, K], "val_loss": [epochs, K],
+      "val_accuracy": [epochs, K]}`` NumPy arrays.
+    """
+    epochs = _checks.positive_int("epochs", epochs)
+    x, y = _prepare(net, data, dtype, "data")
+    batch_size = _data.check_batch_size(batch_size, x.shape[0])
+    keys = jnp.asarray(keys)
+    K = keys.shape[0]
+    scales = jnp.ones((K,), dtype) if lr_scales is None else jnp.asarray(lr_scales, dtype)
+    if scales.shape != (K,):
+        raise ValueError(f"lr_scales must have shape ({K},) like keys; got {scales.shape}.")
+    states = jax.vmap(lambda k: init_state(net, opt, key=k, dtype=dtype))(keys)
+    run = _many_epoch(net, opt, grad, batch_size, drop_last)
+    evaluate_many = jax.vmap(_eval_fn(net), in_axes=(0, None, None)) if validation is not None else None
+    if validation is not None:
+        xv, yv = _prepare(net, validation, dtype, "validation")
+    sizes = np.array([batch_size] * (x.shape[0] // batch_size)
+                     + ([x.shape[0] % batch_size] if x.shape[0] % batch_size and not drop_last else []))
+    hist = {"train_loss": [], "val_loss": [], "val_accuracy": []}
+    for _ in range(epochs):
+        states, losses = run(states, x, y, scales)  # losses: [K, steps]
+        hist["train_loss"].append(np.asarray(losses) @ sizes / sizes.sum())
+        if evaluate_many is not None:
+            vl, va = jax.device_get(evaluate_many(states.params, xv, yv))
+            hist["val_loss"].append(vl), hist["val_accuracy"].append(va)
+    return states, {k: np.asarray(v) for k, v in hist.items()}
