@@ -35,7 +35,7 @@ Array = jax.Array
 __all__ = [
     "load_digits", "train_test_split", "train_val_test_split", "one_hot",
     "Standardizer", "standardize_fit", "standardize_apply", "standardize",
-    "minibatches", "check_xy", "check_batch_size",
+    "minibatches", "check_xy", "check_batch_size", "augment_shifts",
     "make_two_lines", "make_xor", "make_sine", "make_moons", "make_spirals",
     "load_idx", "load_mnist", "load_csv", "MNIST_FILES",
 ]
@@ -424,6 +424,50 @@ def standardize(x_train, *others, eps: float = 1e-8) -> tuple[Array, ...]:
 
 
 # --------------------------------------------------------------------------- batching
+
+
+SHIFTS = ((0, 1), (0, -1), (1, 0), (-1, 0))  # right, left, down, up by one pixel
+
+
+def augment_shifts(x, y, *, image_shape: tuple[int, int] = (8, 8), shifts=SHIFTS) -> tuple[Array, Array]:
+    """Adds copies of each image shifted by whole pixels (zero fill): classic image augmentation.
+
+    A digit moved by one pixel is still the same digit, so the shifted copies
+    teach the network the small translation invariance it cannot infer from
+    8x8 pixels on its own. Apply it to the training split only.
+
+    Args:
+      x: images ``[n, h * w]`` (flattened, row-major) or ``[n, h, w]``.
+      y: labels ``[n, ...]``.
+      image_shape: ``(h, w)``.
+      shifts: ``(dy, dx)`` pixel offsets; each adds one copy of the data.
+
+    Returns:
+      ``(x_aug, y_aug)``: ``[n * (1 + len(shifts)), ...]``, originals first, then
+      one block per shift in order.
+
+    Raises:
+      ValueError: x's size per sample does not match ``image_shape``; shifts not
+        smaller than the image; mismatched x/y.
+    """
+    check_xy(x, y)
+    xn = np.asarray(x)
+    h, w = image_shape
+    if int(np.prod(xn.shape[1:])) != h * w:
+        raise ValueError(f"x holds {int(np.prod(xn.shape[1:]))} values per sample, but image_shape={image_shape} "
+                         f"needs {h * w}.")
+    im = xn.reshape(-1, h, w)
+    out = [im]
+    for dy, dx in shifts:
+        if abs(dy) >= h or abs(dx) >= w:
+            raise ValueError(f"shift {(dy, dx)} must be smaller than image_shape={image_shape}.")
+        s = np.zeros_like(im)
+        s[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+            im[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+        out.append(s)
+    xa = np.concatenate(out).reshape((-1,) + xn.shape[1:])
+    ya = np.concatenate([np.asarray(y)] * (1 + len(shifts)))
+    return jnp.asarray(xa), jnp.asarray(ya)
 
 
 def minibatches(x, y, *, batch_size: int, key=None, drop_last: bool = False

@@ -535,3 +535,15 @@ def test_load_csv_errors(tmp_path, text, target, pattern):
     with pytest.raises(ValueError, match=pattern) as info:
         data.load_csv(path, target=target)
     assert "bad.csv" in str(info.value)
+
+
+def test_augment_shifts_moves_pixels_with_zero_fill():
+    im = np.arange(1, 10, dtype=np.float32).reshape(1, 9)  # one 3x3 image 1..9
+    xa, ya = data.augment_shifts(im, np.array([4]), image_shape=(3, 3))
+    assert xa.shape == (5, 9) and list(np.asarray(ya)) == [4] * 5
+    right = np.asarray(xa[1]).reshape(3, 3)  # shift (0, 1): columns move right, first column zero
+    np.testing.assert_array_equal(right, [[0, 1, 2], [0, 4, 5], [0, 7, 8]])
+    up = np.asarray(xa[4]).reshape(3, 3)  # shift (-1, 0): rows move up, last row zero
+    np.testing.assert_array_equal(up, [[4, 5, 6], [7, 8, 9], [0, 0, 0]])
+    with pytest.raises(ValueError, match=r"image_shape=\(8, 8\) needs 64"):
+        data.augment_shifts(im, np.array([4]))
