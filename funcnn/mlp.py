@@ -41,6 +41,24 @@ Array = jax.Array
 Params = list  # list of {"W": Array, "b": Array}
 
 BIAS_INITS = ("zeros", "same")
+PRECISIONS = ("default", "bfloat16")
+
+
+def _matmul(precision: str):
+    """``a @ b`` in the parameters' dtype, or with bf16 inputs and float32 accumulation.
+
+    bfloat16 halves the bytes each matmul reads and runs on the bf16 units of
+    GPUs/TPUs; accumulating in float32 keeps the sums (and so the loss and the
+    gradients, which are float32 like the master parameters) accurate.
+    """
+    if precision == "default":
+        return jnp.matmul
+
+    def mm(a, b):
+        out = jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+        return out.astype(jnp.promote_types(a.dtype, b.dtype))
+
+    return mm
 
 
 class MLPSpec(NamedTuple):
@@ -54,6 +72,7 @@ class MLPSpec(NamedTuple):
     init: Initializer = Initializer("xavier_normal")
     bias_init: str = "zeros"  # zeros, or "same": drawn like the weights
     dropout: float = 0.0  # probability of DROPPING a hidden unit at train time
+    precision: str = "default"  # "bfloat16": matmul inputs in bf16, products summed in float32
 
     def to_dict(self) -> dict:
         """A JSON-able dict; ``spec_from_dict`` inverts it."""
@@ -127,7 +146,7 @@ class MLP(NamedTuple):
 
 def mlp(sizes, *, hidden: str = "relu", output: str = "softmax", loss: str = "cross_entropy",
         l2: float = 0.0, init: str | Initializer = "xavier_normal", bias_init: str = "zeros",
-        dropout: float = 0.0) -> MLP:
+        dropout: float = 0.0, precision: str = "default") -> MLP:
     """Builds a multilayer perceptron.
 
     Args:
@@ -143,6 +162,9 @@ def mlp(sizes, *, hidden: str = "relu", output: str = "softmax", loss: str = "cr
       init: weight initializer name or ``funcnn.initializers.uniform(eps)``.
       bias_init: ``zeros`` (default) or ``same`` (drawn like the weights).
       dropout: rate in [0, 1), the probability of dropping a hidden unit.
+      precision: ``default`` (matmuls in the parameters' dtype) or
+        ``bfloat16`` (matmul inputs rounded to bf16, products accumulated in
+        float32; parameters, loss and gradients stay float32). For GPUs/TPUs.
 
     Returns:
       An ``MLP``; equal arguments return the identical object.
@@ -160,7 +182,8 @@ def mlp(sizes, *, hidden: str = "relu", output: str = "softmax", loss: str = "cr
         raise ValueError(f"l2 must be a finite number >= 0; got {l2!r}.")
     spec = MLPSpec(sizes, act.name, out.name, loss, float(l2), initializers.get(init),
                    _checks.choice("bias_init", bias_init, BIAS_INITS),
-                   _checks.probability("dropout", dropout))
+                   _checks.probability("dropout", dropout),
+                   _checks.choice("precision", precision, PRECISIONS))
     return from_spec(spec)
 
 
@@ -172,6 +195,7 @@ def from_spec(spec: MLPSpec) -> MLP:
     out = activations.output(spec.output)
     lossfns = losses.get(spec.loss, out)
     l2, rate = spec.l2, spec.dropout
+    mm = _matmul(spec.precision)
 
     def init(key, *, dtype=jnp.float32):
         """Draws parameters: list of {"W": [fan_in, fan_out], "b": [fan_out]}."""
@@ -201,12 +225,12 @@ def from_spec(spec: MLPSpec) -> MLP:
         h, inputs, pre, post = x, [], [], []
         for l in range(L - 1):
             p = params[l]
-            z = h @ p["W"] + p["b"][None, :]  # [n, sizes[l+1]]
+            z = mm(h, p["W"]) + p["b"][None, :]  # [n, sizes[l+1]]
             a = act.fn(z)
             inputs.append(h), pre.append(z), post.append(a)
             h = a * masks[l] if masks else a
         inputs.append(h)
-        z = h @ params[-1]["W"] + params[-1]["b"][None, :]  # [n, m] logits
+        z = mm(h, params[-1]["W"]) + params[-1]["b"][None, :]  # [n, m] logits
         return z, out.fn(z), Cache(tuple(inputs), tuple(pre), tuple(post), tuple(masks))
 
     def backward(params, cache, dz, *, need_dx=False, l2_scale=1.0):
@@ -217,13 +241,13 @@ def from_spec(spec: MLPSpec) -> MLP:
         dx = None
         for l in reversed(range(L)):
             W, h = params[l]["W"], cache.inputs[l]
-            dW = h.T @ dz  # [fan_in, fan_out]
+            dW = mm(h.T, dz)  # [fan_in, fan_out]
             if l2:
                 dW = dW + (l2_scale * l2 / n) * W
             grads[l] = {"W": dW, "b": jnp.sum(dz, axis=0)}
             if l == 0 and not need_dx:
                 break
-            dh = dz @ W.T  # [n, fan_in]
+            dh = mm(dz, W.T)  # [n, fan_in]
             if l == 0:
                 dx = dh
                 break

@@ -239,7 +239,7 @@ def _prepare(net, data, dtype, name):
 def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int, key=None,
         validation=None, grad: str = "manual", drop_last: bool = False,
         early_stopping: int | None = None, state: TrainState | None = None,
-        callback: Callable[[int, dict], None] | None = None, dtype=jnp.float32):
+        callback: Callable[[int, dict, TrainState], None] | None = None, dtype=jnp.float32):
     """Trains ``net`` with ``opt`` on ``data = (x, y)``; each epoch is one compiled call.
 
     Args:
@@ -256,9 +256,10 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
       early_stopping: patience in epochs: stop when the validation loss has
         not improved for this many epochs, and return the best parameters.
       state: a ``TrainState`` to continue from (resume); ``key`` is then unused.
-      callback: called as ``callback(epoch, metrics)`` after each epoch, with
-        ``metrics = {"epoch", "train_loss", "val_loss"?, "val_accuracy"?}``;
-        scripts print progress from it. The library prints nothing.
+      callback: called as ``callback(epoch, metrics, state)`` after each epoch,
+        with ``metrics = {"epoch", "train_loss", "val_loss"?, "val_accuracy"?}``
+        and the epoch's ``TrainState``; scripts print progress and save
+        checkpoints from it. The library prints nothing.
       dtype: parameter and input dtype (float32 default).
 
     Returns:
@@ -319,7 +320,7 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
             else:
                 since_best += 1
         if callback is not None:
-            callback(epoch, metrics)
+            callback(epoch, metrics, state)
         if early_stopping is not None and since_best >= early_stopping:
             history = history._replace(stopped_early=True)
             break

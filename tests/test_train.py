@@ -145,7 +145,8 @@ def test_fit_many_equals_each_model_trained_alone():
 def test_second_fit_with_same_network_and_optimizer_compiles_nothing():
     x, y = _toy(n=40, dtype=jnp.float32)
     opt = optim.sgd(0.1)
-    train.fit(NET, opt, (x, y), epochs=1, batch_size=8, key=jax.random.key(0), validation=(x, y))
+    warm = funcnn.mlp([6, 8, 3], hidden="tanh")
+    train.fit(warm, opt, (x, y), epochs=1, batch_size=8, key=jax.random.key(0), validation=(x, y))
     compiles = []
     listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None
     jax.monitoring.register_event_duration_secs_listener(listener)
