@@ -70,8 +70,10 @@ def _gelu(z):
 
 def _gelu_grad(z, y):
     del y  # the derivative needs tanh(u), which y alone does not give back.
-    t = jnp.tanh(_GELU_C * (z + _GELU_K * z**3))
-    return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * _GELU_C * (1 + 3 * _GELU_K * z * z)
+    # 0.5 (1 + tanh u) = sigmoid(2u) and 0.5 (1 - tanh^2 u) = 2 s (1 - s): the same
+    # maths without the cancellation of 1 + tanh(u) for very negative z.
+    s = jax.nn.sigmoid(2 * _GELU_C * (z + _GELU_K * z**3))
+    return s + 2 * z * s * (1 - s) * _GELU_C * (1 + 3 * _GELU_K * z * z)
 
 
 def _swish(z):

@@ -49,7 +49,7 @@ except ModuleNotFoundError:  # Python 3.10: the backport, a declared dependency 
 import numpy as np
 
 from funcnn import _checks, activations, initializers, losses, optim
-from funcnn.mlp import BIAS_INITS, MLP, mlp
+from funcnn.mlp import BIAS_INITS, MLP, PRECISIONS, mlp
 from funcnn.optim import GradientTransformation
 from funcnn.train import GRADS
 
@@ -93,6 +93,7 @@ class ModelConfig:
     init_epsilon: float = 0.12  # half-width of U(-eps, eps) for init="uniform"; unused otherwise
     bias_init: str = "zeros"  # zeros, or "same": drawn like the weights (the classic course)
     dropout: float = 0.0  # probability of DROPPING a hidden unit at train time, in [0, 1)
+    precision: str = "default"  # "bfloat16": bf16 matmuls, float32 accumulation (GPU/TPU)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ class DataConfig:
     val_size: float = 0.0  # fraction held out for validation; 0 = no validation split
     stratify: bool = True  # keep class proportions in every split (classification only)
     standardize: bool = False  # zero mean, unit variance per feature, fitted on the train split
+    augment: bool = False  # digits/mnist: add 1-pixel shifted copies of the training images (5x data)
     n_samples: int = 1000  # generated sets: number of points
     noise: float | None = None  # generated sets: noise std; None = the generator's default
 
@@ -315,7 +317,7 @@ def build_model(cfg: ModelConfig) -> MLP:
     init = initializers.uniform(cfg.init_epsilon) if cfg.init == "uniform" else cfg.init
     try:
         return mlp(cfg.sizes, hidden=cfg.hidden, output=cfg.output, loss=cfg.loss, l2=cfg.l2,
-                   init=init, bias_init=cfg.bias_init, dropout=cfg.dropout)
+                   init=init, bias_init=cfg.bias_init, dropout=cfg.dropout, precision=cfg.precision)
     except (TypeError, ValueError) as e:
         # All names were checked one by one, so what is left is a combination
         # the library rejects, e.g. an (output, loss) pair: keep its message.
@@ -510,6 +512,7 @@ def _validate(cfg: Config) -> None:
     _number("model.l2", m.l2, low=0)
     _number("model.init_epsilon", m.init_epsilon, low=0, low_open=True)
     _number("model.dropout", m.dropout, low=0, high=1, high_open=True)
+    _choice("model.precision", m.precision, PRECISIONS)
     build_model(m)  # the library's own checks, e.g. (output, loss) pairs
 
     # [optimizer]
@@ -587,6 +590,9 @@ def _validate(cfg: Config) -> None:
                           "data.target")
     if d.target is not None and d.name != "csv":
         raise ConfigError(f"data.target is only used by csv; got data.name={d.name!r}.", "data.target")
+    if d.augment and d.name not in ("digits", "mnist"):
+        raise ConfigError(f"data.augment shifts images, so it needs data.name digits or mnist; got "
+                          f"{d.name!r}.", "data.augment")
     if d.name == "sine" and d.stratify:
         raise ConfigError("data.stratify=true needs class labels, but sine is a regression set: "
                           "set data.stratify = false.", "data.stratify")

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcnn import _checks
 
@@ -41,8 +42,9 @@ class Initializer(NamedTuple):
 
 def uniform(epsilon: float = DEFAULT_EPSILON) -> Initializer:
     """U(-epsilon, epsilon), the classic symmetric-break init (epsilon > 0)."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ValueError(f"epsilon must be a positive number; got {epsilon!r}.")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.integer, np.floating)) \
+            or not 0 < epsilon < math.inf:
+        raise ValueError(f"epsilon must be a positive finite number; got {epsilon!r}.")
     return Initializer("uniform", float(epsilon))
 
 
@@ -59,7 +61,9 @@ def get(init) -> Initializer:
     """
     if isinstance(init, Initializer):
         _checks.choice("init", init.name, NAMES)
-        return uniform(init.epsilon or DEFAULT_EPSILON) if init.name == "uniform" else init
+        if init.name != "uniform":
+            return init
+        return uniform(DEFAULT_EPSILON if init.epsilon is None else init.epsilon)
     _checks.choice("init", init, NAMES)
     return uniform() if init == "uniform" else Initializer(init)
 

@@ -1,0 +1,209 @@
+"""Runs what a ``Config`` describes: data, splits, preprocessing, training, evaluation.
+
+The CLI and the scripts call this module; it prints nothing and touches no
+files. One seed drives everything: ``jax.random.key(training.seed)`` is split
+once into the data key (generated sets, splits) and the training key (init,
+shuffles, dropout), so re-running a config re-creates the same splits, which is
+what ``funcnn resume`` and ``funcnn evaluate`` rely on.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcnn import data, metrics, optim, train
+from funcnn.config import Config, build_model, build_optimizer
+
+_GENERATED = {
+    "two_lines": data.make_two_lines,
+    "xor": data.make_xor,
+    "sine": data.make_sine,
+    "moons": data.make_moons,
+    "spirals": data.make_spirals,
+}
+_IMAGE_SHAPES = {"digits": (8, 8), "mnist": (28, 28)}
+
+
+class Split(NamedTuple):
+    """Train/validation/test arrays after preprocessing (validation may be None)."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array | None
+    y_val: jax.Array | None
+    x_test: jax.Array
+    y_test: jax.Array
+    standardizer: data.Standardizer | None  # fitted on the training split, or None
+
+
+class RunResult(NamedTuple):
+    """What ``run`` returns."""
+
+    state: train.TrainState
+    history: train.History
+    test: dict  # evaluate_split's report on the test split
+    seconds: float  # wall time of training (compilation included)
+
+
+def keys(cfg: Config) -> tuple[jax.Array, jax.Array]:
+    """(data key, training key) from the config's one seed."""
+    k_data, k_train = jax.random.split(jax.random.key(cfg.training.seed))
+    return k_data, k_train
+
+
+def dtype_of(cfg: Config):
+    return jnp.float64 if cfg.training.dtype == "float64" else jnp.float32
+
+
+def load_split(cfg: Config) -> Split:
+    """Loads or generates the data set, splits it and preprocesses it as configured."""
+    d, dtype = cfg.data, dtype_of(cfg)
+    k_data, _ = keys(cfg)
+    k_gen, k_split = jax.random.split(k_data)
+    stratify = d.stratify
+    if d.name == "mnist":
+        x_tr, y_tr, x_te, y_te = data.load_mnist(d.path, dtype=dtype)
+        if d.val_size:
+            x_tr, x_val, y_tr, y_val = data.train_test_split(x_tr, y_tr, test_size=d.val_size, key=k_split,
+                                                             stratify=stratify)
+        else:
+            x_val = y_val = None
+    else:
+        if d.name == "digits":
+            x, y = data.load_digits(dtype=dtype)
+        elif d.name == "csv":
+            x, y = data.load_csv(d.path, target=d.target, dtype=dtype)
+            stratify = stratify and jnp.issubdtype(y.dtype, jnp.integer)
+        else:
+            kwargs = {} if d.noise is None else {"noise": d.noise}
+            x, y = _GENERATED[d.name](d.n_samples, key=k_gen, dtype=dtype, **kwargs)
+            stratify = stratify and jnp.issubdtype(y.dtype, jnp.integer) and y.ndim == 1
+        if d.val_size:
+            x_tr, x_val, x_te, y_tr, y_val, y_te = data.train_val_test_split(
+                x, y, val_size=d.val_size, test_size=d.test_size, key=k_split, stratify=stratify)
+        else:
+            x_tr, x_te, y_tr, y_te = data.train_test_split(x, y, test_size=d.test_size, key=k_split,
+                                                           stratify=stratify)
+            x_val = y_val = None
+    if d.augment:
+        x_tr, y_tr = data.augment_shifts(x_tr, y_tr, image_shape=_IMAGE_SHAPES[d.name])
+    stats = None
+    if d.standardize:
+        stats = data.standardize_fit(x_tr)
+        x_tr, x_te = data.standardize_apply(stats, x_tr), data.standardize_apply(stats, x_te)
+        x_val = None if x_val is None else data.standardize_apply(stats, x_val)
+    return Split(x_tr, y_tr, x_val, y_val, x_te, y_te, stats)
+
+
+def total_steps(cfg: Config, n_train: int) -> int:
+    """Optimizer steps of the whole run (what schedules span)."""
+    t = cfg.training
+    bs = t.batch_size or n_train
+    return t.epochs * train.steps_per_epoch(n_train, bs, t.drop_last)
+
+
+def build(cfg: Config, n_train: int):
+    """(net, opt) for a config; opt is None for lbfgs (full-batch, no GradientTransformation)."""
+    net = build_model(cfg.model)
+    opt = None if cfg.optimizer.name == "lbfgs" else build_optimizer(cfg.optimizer, total_steps(cfg, n_train))
+    return net, opt
+
+
+def initial_state(cfg: Config, net, opt) -> train.TrainState:
+    """The state training starts from (what the gradient check is taken on)."""
+    _, k_train = keys(cfg)
+    return train.init_state(net, opt if opt is not None else optim.sgd(0.0), key=k_train, dtype=dtype_of(cfg))
+
+
+def targets(net, y):
+    """Integer class labels as the loss needs them: kept for cross_entropy, one-hot otherwise.
+
+    One-hot rows make ``binary_cross_entropy`` the classic one-vs-all logistic
+    cost and ``mse`` the squared error to the indicator vector.
+    """
+    if jnp.issubdtype(y.dtype, jnp.integer) and net.spec.loss != "cross_entropy":
+        return data.one_hot(y, net.spec.sizes[-1], dtype=net.init(jax.random.key(0))[0]["W"].dtype)
+    return y
+
+
+def evaluate_split(net, params, x, y) -> dict:
+    """Loss plus accuracy/confusion/precision/recall/F1 (classifiers) or MSE/RMSE/R^2 (regression).
+
+    Returns:
+      A JSON-able dict of Python floats and lists.
+    """
+    report = {"loss": float(net.loss(params, x, targets(net, y)))}
+    out = net.apply(params, x)
+    m = net.spec.sizes[-1]
+    if jnp.issubdtype(y.dtype, jnp.integer):  # class labels: the predicted class is the argmax
+        truth, pred, classes = y, jnp.argmax(out, axis=-1), m
+    elif net.spec.output == "identity":
+        report.update(mse=float(metrics.mse(y, out)), rmse=float(metrics.rmse(y, out)),
+                      r2=float(metrics.r2_score(y, out)))
+        return report
+    elif m == 1:  # one sigmoid output: binary classes
+        truth, pred, classes = (y[:, 0] > 0.5).astype(jnp.int32), (out[:, 0] > 0.5).astype(jnp.int32), 2
+    elif net.spec.output == "softmax":  # one-hot or soft target rows
+        truth, pred, classes = jnp.argmax(y, axis=-1), jnp.argmax(out, axis=-1), m
+    else:  # several sigmoid outputs with 0/1 targets: multi-label, exact-match accuracy
+        report["accuracy"] = float(jnp.mean(jnp.all((y > 0.5) == (out > 0.5), axis=-1)))
+        return report
+    rep = metrics.classification_report(truth, pred, classes)
+    report.update({k: np.asarray(v).tolist() for k, v in rep.items()})
+    return report
+
+
+def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | None = None,
+        epochs: int | None = None, callback: Callable[[int, dict, train.TrainState], Any] | None = None
+        ) -> RunResult:
+    """Trains as ``cfg`` says and evaluates on the test split.
+
+    Args:
+      cfg: a validated ``Config``.
+      split: the data (default ``load_split(cfg)``).
+      state: continue from this state (resume) instead of a fresh one.
+      epochs: epochs to run (default ``cfg.training.epochs``; resume passes the rest).
+      callback: passed to ``train.fit``; called after every epoch.
+    """
+    split = load_split(cfg) if split is None else split
+    t = cfg.training
+    net, opt = build(cfg, split.x_train.shape[0])
+    start = time.perf_counter()
+    if opt is None:
+        state, history = _run_lbfgs(cfg, net, split, callback)
+    else:
+        validation = None if split.x_val is None else (split.x_val, split.y_val)
+        validation = None if validation is None else (validation[0], targets(net, validation[1]))
+        state, history = train.fit(
+            net, opt, (split.x_train, targets(net, split.y_train)), epochs=epochs or t.epochs,
+            batch_size=t.batch_size or split.x_train.shape[0], key=keys(cfg)[1] if state is None else None,
+            state=state, validation=validation, grad=t.grad, drop_last=t.drop_last,
+            early_stopping=t.early_stopping, callback=callback, dtype=dtype_of(cfg))
+    jax.block_until_ready(state.params)
+    seconds = time.perf_counter() - start
+    return RunResult(state, history, evaluate_split(net, state.params, split.x_test, split.y_test), seconds)
+
+
+def _run_lbfgs(cfg, net, split, callback):
+    """Full-batch L-BFGS on the training split: one compiled minimisation."""
+    t, o = cfg.training, cfg.optimizer
+    state = initial_state(cfg, net, None)
+    x, y = split.x_train, targets(net, split.y_train)
+    vg = net.value_and_grad if t.grad == "manual" else jax.value_and_grad(net.loss)
+    first = float(net.loss(state.params, x, y))
+    res = jax.jit(lambda p: optim.lbfgs_minimize(lambda q: vg(q, x, y), p, max_iters=o.max_iters,
+                                                 history=o.history))(state.params)
+    state = state._replace(params=res.params, step=jnp.asarray(res.iterations, jnp.int32))
+    metrics_ = {"epoch": 0, "train_loss": float(res.value), "initial_loss": first,
+                "iterations": int(res.iterations), "evaluations": int(res.num_evals)}
+    if split.x_val is not None:
+        metrics_["val_loss"] = float(net.loss(res.params, split.x_val, targets(net, split.y_val)))
+    history = train.History([float(res.value)], [metrics_["val_loss"]] if "val_loss" in metrics_ else [], [],
+                            None, False)
+    if callback is not None:
+        callback(0, metrics_, state)
+    return state, history
