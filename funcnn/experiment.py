@@ -8,6 +8,7 @@ what ``funcnn resume`` and ``funcnn evaluate`` rely on.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -116,7 +117,13 @@ def build(cfg: Config, n_train: int):
 def initial_state(cfg: Config, net, opt) -> train.TrainState:
     """The state training starts from (what the gradient check is taken on)."""
     _, k_train = keys(cfg)
-    return train.init_state(net, opt if opt is not None else optim.sgd(0.0), key=k_train, dtype=dtype_of(cfg))
+    return _initializer(net, opt if opt is not None else optim.sgd(0.0), dtype_of(cfg))(k_train)
+
+
+@functools.lru_cache(maxsize=64)
+def _initializer(net, opt, dtype):
+    # One compiled call instead of op-by-op random draws: faster from a cold start.
+    return jax.jit(lambda key: train.init_state(net, opt, key=key, dtype=dtype))
 
 
 def targets(net, y):
@@ -136,25 +143,32 @@ def evaluate_split(net, params, x, y) -> dict:
     Returns:
       A JSON-able dict of Python floats and lists.
     """
-    report = {"loss": float(net.loss(params, x, targets(net, y)))}
-    out = net.apply(params, x)
+    report = jax.device_get(_evaluator(net)(params, x, y))
+    return {k: np.asarray(v).tolist() for k, v in report.items()}
+
+
+@functools.lru_cache(maxsize=64)
+def _evaluator(net):
+    """One compiled evaluation per network (op-by-op eager evaluation costs more to compile)."""
     m = net.spec.sizes[-1]
-    if jnp.issubdtype(y.dtype, jnp.integer):  # class labels: the predicted class is the argmax
-        truth, pred, classes = y, jnp.argmax(out, axis=-1), m
-    elif net.spec.output == "identity":
-        report.update(mse=float(metrics.mse(y, out)), rmse=float(metrics.rmse(y, out)),
-                      r2=float(metrics.r2_score(y, out)))
-        return report
-    elif m == 1:  # one sigmoid output: binary classes
-        truth, pred, classes = (y[:, 0] > 0.5).astype(jnp.int32), (out[:, 0] > 0.5).astype(jnp.int32), 2
-    elif net.spec.output == "softmax":  # one-hot or soft target rows
-        truth, pred, classes = jnp.argmax(y, axis=-1), jnp.argmax(out, axis=-1), m
-    else:  # several sigmoid outputs with 0/1 targets: multi-label, exact-match accuracy
-        report["accuracy"] = float(jnp.mean(jnp.all((y > 0.5) == (out > 0.5), axis=-1)))
-        return report
-    rep = metrics.classification_report(truth, pred, classes)
-    report.update({k: np.asarray(v).tolist() for k, v in rep.items()})
-    return report
+
+    @jax.jit
+    def evaluate(params, x, y):
+        report = {"loss": net.loss(params, x, targets(net, y))}
+        out = net.apply(params, x)
+        if jnp.issubdtype(y.dtype, jnp.integer):  # class labels: the predicted class is the argmax
+            truth, pred, classes = y, jnp.argmax(out, axis=-1), m
+        elif net.spec.output == "identity":
+            return dict(report, mse=metrics.mse(y, out), rmse=metrics.rmse(y, out), r2=metrics.r2_score(y, out))
+        elif m == 1:  # one sigmoid output: binary classes
+            truth, pred, classes = (y[:, 0] > 0.5).astype(jnp.int32), (out[:, 0] > 0.5).astype(jnp.int32), 2
+        elif net.spec.output == "softmax":  # one-hot or soft target rows
+            truth, pred, classes = jnp.argmax(y, axis=-1), jnp.argmax(out, axis=-1), m
+        else:  # several sigmoid outputs with 0/1 targets: multi-label, exact-match accuracy
+            return dict(report, accuracy=jnp.mean(jnp.all((y > 0.5) == (out > 0.5), axis=-1)))
+        return dict(report, **metrics.classification_report(truth, pred, classes))
+
+    return evaluate
 
 
 def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | None = None,
@@ -180,8 +194,8 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
         validation = None if validation is None else (validation[0], targets(net, validation[1]))
         state, history = train.fit(
             net, opt, (split.x_train, targets(net, split.y_train)), epochs=epochs or t.epochs,
-            batch_size=t.batch_size or split.x_train.shape[0], key=keys(cfg)[1] if state is None else None,
-            state=state, validation=validation, grad=t.grad, drop_last=t.drop_last,
+            batch_size=t.batch_size or split.x_train.shape[0],
+            state=initial_state(cfg, net, opt) if state is None else state, validation=validation, grad=t.grad, drop_last=t.drop_last,
             early_stopping=t.early_stopping, callback=callback, dtype=dtype_of(cfg))
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - start

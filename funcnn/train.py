@@ -230,7 +230,8 @@ def _prepare(net, data, dtype, name):
     if jnp.issubdtype(y.dtype, jnp.floating):
         y = y.astype(dtype)
     # Trace-time shape checks of the network, run once here before any work.
-    jax.eval_shape(net.loss, net.init(jax.random.key(0), dtype=dtype), x, y)
+    params = jax.eval_shape(lambda: net.init(jax.random.key(0), dtype=dtype))  # shapes only, no work
+    jax.eval_shape(net.loss, params, x, y)
     _checks.finite(f"{name} y", y) if jnp.issubdtype(y.dtype, jnp.floating) else \
         _checks.labels_in_range(f"{name} y", y, net.spec.sizes[-1])
     return x, y
