@@ -1,0 +1,306 @@
+"""Plots of training runs, gradient checks and decision boundaries (optional matplotlib).
+
+Every function here draws one figure and writes it to ``path`` as a PNG::
+
+    plot_history(history, path)                      loss curves, validation accuracy
+    plot_gradient_errors(report, path)               a GradcheckReport, per leaf and reference
+    plot_decision_boundary(net, params, x, y, path)  2-D classifiers and regressors
+    plot_curves(xs, series, path, xlabel=, ylabel=)  small generic helper for scripts
+
+matplotlib is an optional dependency (``pip install "funcnn[plot]"``). It is
+imported inside each function, never at module import, so ``import funcnn``
+works without it. Figures are drawn on their own Agg canvas, without pyplot:
+no display is needed, and a caller's pyplot figures and backend are left
+alone. Each function creates the parent folder, writes atomically (a temporary
+file in the same folder, then ``os.replace``: a reader never sees half a PNG),
+releases its figure, and returns the ``Path`` written.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_history", "plot_gradient_errors", "plot_decision_boundary", "plot_curves"]
+
+# Reference colours stay fixed across plots so a reader can compare figures.
+_REFERENCE_COLOURS = {"reverse": "tab:blue", "forward": "tab:orange", "finite_diff": "tab:green"}
+# A zero error cannot sit on a log axis; it is drawn at this floor and says so.
+_LOG_FLOOR = 1e-18
+
+
+def _figure(nrows: int = 1, ncols: int = 1, *, figsize):
+    """A new ``(figure, axes [nrows, ncols])`` on the Agg canvas; a clear ImportError without matplotlib.
+
+    The figure is built without pyplot: no global backend switch (a caller's
+    notebook keeps its own), no figure registry to leak into, nothing to close.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as e:
+        raise ImportError('funcnn.plots needs matplotlib: pip install "funcnn[plot]" '
+                          "(or pip install matplotlib).") from e
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=False)
+
+
+def _save(fig, path) -> Path:
+    """Writes ``fig`` to ``path`` atomically and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); a plot is an ordinary output
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    finally:
+        fig.clear()  # drop the artists now rather than at garbage collection
+    return path
+
+
+def _history_lists(history) -> dict:
+    """``{"train_loss", "val_loss", "val_accuracy"}`` lists from any accepted history form."""
+    keys = ("train_loss", "val_loss", "val_accuracy")
+    if isinstance(history, Mapping):
+        return {k: list(history.get(k) or []) for k in keys}
+    if all(hasattr(history, k) for k in keys):  # funcnn.train.History
+        return {k: list(getattr(history, k) or []) for k in keys}
+    if isinstance(history, Sequence) and all(isinstance(r, Mapping) for r in history):
+        # Per-epoch records, e.g. the lines of a metrics.jsonl file.
+        return {k: [r[k] for r in history if k in r] for k in keys}
+    raise TypeError("history must be a funcnn.train.History, a dict with train_loss/val_loss/val_accuracy "
+                    f"lists, or a list of per-epoch dicts; got {type(history).__name__}.")
+
+
+def plot_history(history, path, *, title: str | None = None) -> Path:
+    """Loss curves of a training run and, when present, the validation accuracy.
+
+    Args:
+      history: a ``funcnn.train.History``, a dict with ``train_loss``,
+        ``val_loss`` and ``val_accuracy`` lists (empty or missing lists are
+        skipped), or a list of per-epoch dicts with those keys (the lines of
+        a ``metrics.jsonl``).
+      path: the PNG to write; parent folders are created.
+      title: optional figure title.
+
+    Returns:
+      ``Path(path)``.
+
+    Raises:
+      TypeError: ``history`` is none of the accepted forms.
+      ValueError: it holds no training loss.
+      ImportError: matplotlib is not installed.
+    """
+    h = _history_lists(history)
+    if not h["train_loss"]:
+        raise ValueError("history has no train_loss values to plot.")
+    panels = 2 if h["val_accuracy"] else 1
+    fig, axes = _figure(1, panels, figsize=(5.5 * panels, 4))
+    ax = axes[0, 0]
+    ax.plot(np.arange(1, len(h["train_loss"]) + 1), h["train_loss"], label="train")
+    if h["val_loss"]:
+        ax.plot(np.arange(1, len(h["val_loss"]) + 1), h["val_loss"], label="validation")
+    losses = np.asarray(h["train_loss"] + h["val_loss"], dtype=float)
+    # Log scale when the loss spans orders of magnitude and stays positive.
+    if np.all(losses > 0) and losses.max() / losses.min() > 30:
+        ax.set_yscale("log")
+    ax.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if panels == 2:
+        ax = axes[0, 1]
+        ax.plot(np.arange(1, len(h["val_accuracy"]) + 1), h["val_accuracy"], color="tab:green")
+        ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_gradient_errors(report, path) -> Path:
+    """The normwise relative error of each gradient leaf against each reference.
+
+    One marker per (leaf, reference) on a log axis, leaves along the x axis;
+    each tolerance is a dashed line naming the references it applies to. Exact
+    agreement (error 0) is drawn at 1e-18 and the axis label says so.
+
+    Args:
+      report: a ``funcnn.GradcheckReport`` (``funcnn.gradcheck(...)``).
+      path: the PNG to write; parent folders are created.
+
+    Returns:
+      ``Path(path)``.
+
+    Raises:
+      ImportError: matplotlib is not installed.
+    """
+    leaves = list(dict.fromkeys(r.path for r in report.rows))
+    refs = list(dict.fromkeys(r.reference for r in report.rows))
+    fig, axes = _figure(figsize=(max(5.0, 0.9 * len(leaves) + 2), 4))
+    ax = axes[0, 0]
+    width = 0.6 / max(len(refs), 1)
+    any_zero = False
+    for j, ref in enumerate(refs):
+        colour = _REFERENCE_COLOURS.get(ref)
+        rows = {r.path: r for r in report.rows if r.reference == ref}
+        xs = [i + (j - (len(refs) - 1) / 2) * width for i, leaf in enumerate(leaves) if leaf in rows]
+        errs = np.array([rows[leaf].max_rel for leaf in leaves if leaf in rows], dtype=float)
+        any_zero |= bool(np.any(errs == 0))
+        errs = np.where(np.isfinite(errs), np.maximum(errs, _LOG_FLOOR), np.nan)
+        ax.scatter(xs, errs, color=colour, label=ref, zorder=3)
+    # One dashed line per distinct tolerance, naming the references it applies to
+    # (reverse and forward share one), in their colour when it is a single one.
+    tolerances = {}
+    for r in report.rows:
+        tolerances.setdefault(r.tolerance, []).append(r.reference)
+    for t, names in tolerances.items():
+        names = list(dict.fromkeys(names))
+        colour = _REFERENCE_COLOURS.get(names[0]) if len(names) == 1 else "0.3"
+        ax.axhline(t, color=colour, linestyle="--", linewidth=1, alpha=0.8)
+        ax.annotate(f"tolerance {t:.0e} ({', '.join(names)})", (len(leaves) - 0.5, t), color=colour,
+                    fontsize=7, ha="right", va="bottom")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(leaves)), leaves, rotation=45 if len(leaves) > 6 else 0)
+    ax.set_xlim(-0.5, len(leaves) - 0.5)
+    ylabel = "max |manual - ref| / max |ref|"
+    ax.set(xlabel="leaf", ylabel=ylabel + (f"  (0 drawn at {_LOG_FLOOR:.0e})" if any_zero else ""))
+    ax.set_title(getattr(report, "title", "gradient check"), fontsize=8)
+    ax.grid(alpha=0.3, which="both", axis="y")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
+def _labels_for_colour(y) -> np.ndarray:
+    """Integer labels [n], one-hot / probability rows [n, m] or values [n, 1] -> [n] numbers."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return np.argmax(y, axis=1)
+    return y.reshape(y.shape[0])
+
+
+def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) -> Path:
+    """The network's prediction over the plane, with the data points on top.
+
+    A grid of ``resolution x resolution`` points spans the data plus a 10 %
+    margin. With one output (sigmoid or identity) the filled contour is that
+    output (for a sigmoid, the probability, with its 0.5 level drawn); with
+    several outputs it is the predicted class (argmax). Points are coloured by
+    their label.
+
+    Args:
+      net: an ``MLP`` with ``sizes[0] == 2``.
+      params: its parameters (the grid is evaluated in their dtype).
+      x: inputs ``[n, 2]``.
+      y: labels ``[n]`` (int), one-hot rows ``[n, m]`` or targets ``[n, 1]``.
+      path: the PNG to write; parent folders are created.
+      resolution: grid points per axis (>= 2).
+
+    Returns:
+      ``Path(path)``.
+
+    Raises:
+      ValueError: ``x`` is not ``[n, 2]``, the network's input width is not 2,
+        ``y`` has a different number of samples, or ``resolution < 2``.
+      ImportError: matplotlib is not installed.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] == 0:
+        raise ValueError(f"plot_decision_boundary needs 2-D inputs x of shape [n, 2]; got {x.shape}. "
+                         "Project higher-dimensional data to two features first.")
+    if net.spec.sizes[0] != 2:
+        raise ValueError(f"plot_decision_boundary needs a network with 2 inputs; got sizes {list(net.spec.sizes)}.")
+    labels = _labels_for_colour(y)
+    if labels.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have one label per sample ({x.shape[0]}); got shape {np.shape(y)}.")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
+        raise ValueError(f"resolution must be an int >= 2; got {resolution!r}.")
+    import jax
+    import jax.numpy as jnp
+
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    margin = 0.1 * np.maximum(hi - lo, 1e-6)
+    g0 = np.linspace(lo[0] - margin[0], hi[0] + margin[0], resolution)
+    g1 = np.linspace(lo[1] - margin[1], hi[1] + margin[1], resolution)
+    G0, G1 = np.meshgrid(g0, g1)  # [resolution, resolution] each
+    dtype = jax.tree.leaves(params)[0].dtype
+    grid = jnp.asarray(np.stack([G0.ravel(), G1.ravel()], axis=1), dtype)  # [resolution^2, 2]
+    out = np.asarray(net.apply(params, grid), dtype=np.float64)  # [resolution^2, m]
+
+    fig, axes = _figure(figsize=(5.5, 4.5))
+    ax = axes[0, 0]
+    m = out.shape[1]
+    if m == 1:
+        Z = out[:, 0].reshape(G0.shape)
+        if net.spec.output == "sigmoid":
+            cs = ax.contourf(G0, G1, Z, levels=np.linspace(0, 1, 21), cmap="RdBu_r", alpha=0.6)
+            ax.contour(G0, G1, Z, levels=[0.5], colors="k", linewidths=1)
+            fig.colorbar(cs, ax=ax, label="P(y = 1)")
+        else:
+            cs = ax.contourf(G0, G1, Z, levels=20, cmap="viridis", alpha=0.6)
+            fig.colorbar(cs, ax=ax, label="output")
+    else:
+        Z = np.argmax(out, axis=1).reshape(G0.shape)
+        cs = ax.contourf(G0, G1, Z, levels=np.arange(m + 1) - 0.5, cmap="tab10", vmin=0, vmax=9, alpha=0.35)
+        fig.colorbar(cs, ax=ax, ticks=range(m), label="predicted class")
+    scatter_cmap = "tab10" if m > 1 else ("RdBu_r" if net.spec.output == "sigmoid" else "viridis")
+    kw = {"vmin": 0, "vmax": 9} if m > 1 else {}
+    ax.scatter(x[:, 0], x[:, 1], c=labels, cmap=scatter_cmap, edgecolors="k", linewidths=0.5, s=18, **kw)
+    ax.set(xlabel="x[:, 0]", ylabel="x[:, 1]", title=f"{'-'.join(map(str, net.spec.sizes))} {net.spec.hidden}")
+    return _save(fig, path)
+
+
+def plot_curves(xs, series: dict, path, *, xlabel: str, ylabel: str, logy: bool = False,
+                title: str | None = None) -> Path:
+    """Several named curves over one x axis (the scripts' helper).
+
+    Args:
+      xs: x values ``[k]``: numbers, or strings (categories, evenly spaced).
+      series: ``{label: [k] values}``; one line each, in insertion order.
+      path: the PNG to write; parent folders are created.
+      xlabel, ylabel: axis labels.
+      logy: log-scale y axis; values <= 0 are not drawn (a log axis has no place for them).
+      title: optional title.
+
+    Returns:
+      ``Path(path)``.
+
+    Raises:
+      ValueError: a series' length differs from ``len(xs)``.
+      ImportError: matplotlib is not installed.
+    """
+    xs = list(xs)
+    for label, ys in series.items():
+        if len(ys) != len(xs):
+            raise ValueError(f"series {label!r} has {len(ys)} values but xs has {len(xs)}.")
+    categorical = any(isinstance(v, str) for v in xs)
+    positions = np.arange(len(xs), dtype=float) if categorical else np.asarray(xs, dtype=float)
+    fig, axes = _figure(figsize=(max(6.0, 0.5 * len(xs)) if categorical else 6.0, 4))
+    ax = axes[0, 0]
+    for label, ys in series.items():
+        ys = np.asarray(ys, dtype=float)
+        if logy:
+            ys = np.where(ys > 0, ys, np.nan)
+        ax.plot(positions, ys, label=str(label), marker="o" if len(xs) <= 40 else None, markersize=3)
+    if categorical:
+        labels = [str(v) for v in xs]
+        slanted = len(labels) > 5 or max(map(len, labels), default=0) > 10  # else they would overlap
+        ax.set_xticks(positions, labels, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    if series:
+        ax.legend(fontsize=8)
+    return _save(fig, path)

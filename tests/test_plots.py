@@ -1,0 +1,103 @@
+"""funcnn.plots: every function writes a real PNG; bad inputs are refused."""
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+import funcnn  # noqa: E402
+from funcnn import plots  # noqa: E402
+from funcnn.train import History  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path, expected):
+    assert path == expected
+    data = expected.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    assert len(data) > 1024
+    # Atomic writes leave no temporary files behind.
+    assert [p.name for p in expected.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_import_funcnn_does_not_import_matplotlib():
+    # Run in a fresh interpreter: this one may already have matplotlib loaded.
+    import subprocess
+
+    code = "import sys, funcnn, funcnn.plots; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("form", ["History", "dict", "records", "train_only"])
+def test_plot_history(tmp_path, form):
+    tl, vl, va = [2.0, 1.0, 0.5, 0.3], [2.1, 1.2, 0.7, 0.6], [0.3, 0.6, 0.8, 0.85]
+    history = {
+        "History": History(tl, vl, va, 3, False),
+        "dict": {"train_loss": tl, "val_loss": vl, "val_accuracy": va},
+        "records": [{"epoch": i, "train_loss": a, "val_loss": b, "val_accuracy": c}
+                    for i, (a, b, c) in enumerate(zip(tl, vl, va))],
+        "train_only": {"train_loss": tl},
+    }[form]
+    target = tmp_path / "sub" / "history.png"
+    assert_png(plots.plot_history(history, target, title="t"), target)
+
+
+def test_plot_history_rejects_empty_and_unknown(tmp_path):
+    with pytest.raises(ValueError, match="train_loss"):
+        plots.plot_history({"train_loss": []}, tmp_path / "h.png")
+    with pytest.raises(TypeError, match="History"):
+        plots.plot_history(3.0, tmp_path / "h.png")
+
+
+def test_plot_gradient_errors(tmp_path):
+    # A hand-built report: funcnn.gradcheck itself is tested in test_gradcheck.py,
+    # and building one here would cost seconds of compilation.
+    from funcnn.gradcheck import TOLERANCES, Comparison, GradcheckReport
+
+    rows = []
+    for layer, leaf in enumerate(["[0]['W']", "[0]['b']", "[1]['W']", "[1]['b']"]):
+        for ref, err in (("reverse", 1e-16 * (layer + 1)), ("forward", 0.0), ("finite_diff", 3e-9)):
+            tol = TOLERANCES[(ref, "float64")]
+            rows.append(Comparison(leaf, layer // 2, ref, err, err, 1.0, (0,), tol, err <= tol, 0))
+    report = GradcheckReport("gradcheck: 3-4-2 tanh", "float64", tuple(rows), None, 6e-6)
+    target = tmp_path / "grad.png"
+    assert_png(plots.plot_gradient_errors(report, target), target)
+
+
+def test_plot_curves_categorical(tmp_path):
+    target = tmp_path / "cat.png"
+    assert_png(plots.plot_curves(["relu", "tanh", "gelu"], {"err": [1e-7, 2e-7, 0.0]}, target,
+                                 xlabel="activation", ylabel="error", logy=True), target)
+
+
+@pytest.mark.parametrize("output,loss,m", [("softmax", "cross_entropy", 3), ("sigmoid", "binary_cross_entropy", 1),
+                                           ("identity", "mse", 1)])
+def test_plot_decision_boundary(tmp_path, output, loss, m):
+    net = funcnn.mlp([2, 5, m], hidden="tanh", output=output, loss=loss)
+    params = net.init(jax.random.key(0))
+    x = np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32)
+    y = np.arange(30) % 3 if m == 3 else (x[:, :1] > 0).astype(np.float32)
+    target = tmp_path / f"boundary_{output}.png"
+    assert_png(plots.plot_decision_boundary(net, params, x, y, target, resolution=40), target)
+
+
+def test_plot_decision_boundary_rejects_non_2d_inputs(tmp_path):
+    net = funcnn.mlp([3, 4, 2])
+    params = net.init(jax.random.key(0))
+    x = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match=r"\[n, 2\]"):
+        plots.plot_decision_boundary(net, params, x, np.zeros(10, np.int32), tmp_path / "b.png")
+    assert not (tmp_path / "b.png").exists()
+
+
+def test_plot_curves(tmp_path):
+    target = tmp_path / "curves.png"
+    out = plots.plot_curves([1, 2, 3], {"a": [1e-3, 1e-5, 0.0], "b": [1.0, 2.0, 3.0]}, target,
+                            xlabel="step", ylabel="error", logy=True, title="t")
+    assert_png(out, target)
+    with pytest.raises(ValueError, match="xs has 3"):
+        plots.plot_curves([1, 2, 3], {"a": [1.0]}, tmp_path / "c.png", xlabel="x", ylabel="y")
