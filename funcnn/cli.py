@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import __version__, checkpoint, config as cfglib, data, experiment, train
+from funcnn import __version__, checkpoint, config as cfglib, data, experiment, parallel, train
 from funcnn.gradcheck import gradcheck as _gradcheck
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -135,8 +135,12 @@ def _gradcheck_first_batch(cfg, split, net, state, dtype=None, max_entries=500):
     return _gradcheck(net, state.params, x, y, dtype=dtype, max_entries=max_entries)
 
 
-def _train_loop(cfg, run_dir: Path, split, net, opt, *, state=None, epochs_done=0, quiet=False):
-    """Trains with per-epoch metrics.jsonl lines and checkpoints; returns the RunResult."""
+def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epochs_done=0, quiet=False,
+                mesh=None):
+    """Trains with per-epoch metrics.jsonl lines and checkpoints; returns the RunResult.
+
+    ``run_dir=None`` (processes other than 0 of a distributed run) trains and writes nothing.
+    """
     extra = {"standardizer": _standardizer_to_json(split.standardizer)}
     cfg_dict = cfglib.config_to_dict(cfg)
     total = 1 if opt is None else cfg.training.epochs
@@ -144,6 +148,8 @@ def _train_loop(cfg, run_dir: Path, split, net, opt, *, state=None, epochs_done=
     best_val = [np.inf]
 
     def callback(epoch, m, st):
+        if run_dir is None:
+            return
         epoch += epochs_done
         line = dict(m, epoch=epoch)
         with open(run_dir / "metrics.jsonl", "a") as f:
@@ -160,9 +166,11 @@ def _train_loop(cfg, run_dir: Path, split, net, opt, *, state=None, epochs_done=
 
     try:
         result = experiment.run(cfg, split, state=state, epochs=(cfg.training.epochs - epochs_done) or None,
-                                callback=callback)
+                                callback=callback, mesh=mesh)
     finally:
         progress.close()
+    if run_dir is None:
+        return result
     final_extra = dict(extra, test=result.test, seconds=result.seconds)
     checkpoint.save(run_dir / "final.ckpt", result.state, spec=net.spec, config=cfg_dict, extra=final_extra,
                     overwrite=True)
@@ -203,9 +211,33 @@ def _summary(cfg, run_dir, result, report, seconds_total, plots) -> str:
     return "\n".join(lines)
 
 
+def _distributed_mesh(args):
+    """None, or the data mesh over every device of every process (joining the cluster first)."""
+    given = [f for f, v in (("--coordinator", args.coordinator), ("--num-processes", args.num_processes),
+                            ("--process-id", args.process_id)) if v is not None]
+    if not args.distributed:
+        if given:
+            raise UserError(f"{', '.join(given)} only apply with --distributed.")
+        return None
+    try:
+        parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    except (RuntimeError, ValueError) as e:  # no coordinator given or found, or it cannot be reached
+        raise UserError(f"--distributed could not join the run: {str(e).rstrip('.')}. Give --coordinator, "
+                        "--num-processes and --process-id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                        "JAX_PROCESS_ID), run under srun, or pass --num-processes 1 for this process's "
+                        "devices only.") from None
+    return parallel.data_mesh()
+
+
 def cmd_train(args) -> int:
     t0 = time.perf_counter()
     cfg = cfglib.load_config(args.config, args.set)
+    mesh = _distributed_mesh(args)  # before any JAX computation
+    if mesh is not None and not parallel.is_main_process():  # trains; process 0 writes and prints
+        split = experiment.load_split(cfg)
+        net, opt = experiment.build(cfg, split.x_train.shape[0])
+        _train_loop(cfg, None, split, net, opt, quiet=True, mesh=mesh)
+        return 0
     split = experiment.load_split(cfg)  # before the run dir: bad data makes no empty run
     net, opt = experiment.build(cfg, split.x_train.shape[0])
     run_dir = _new_run_dir(cfg, args.config, args.out)
@@ -217,7 +249,7 @@ def cmd_train(args) -> int:
         if not args.quiet:
             print(report.title.replace("gradcheck: ", "gradient check on the first batch: ")
                   + (" - PASSED" if report.passed else " - FAILED"), flush=True)
-    result = _train_loop(cfg, run_dir, split, net, opt, quiet=args.quiet)
+    result = _train_loop(cfg, run_dir, split, net, opt, quiet=args.quiet, mesh=mesh)
     return _finish(cfg, run_dir, split, net, result, report, t0, args.quiet)
 
 
@@ -369,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the run directory to create (must not exist); default: "
                    "<output.dir>/<config name>-<date>-<time>")
     p.add_argument("--quiet", action="store_true", help="no progress; print only the final result line")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over every device of every process (training.batch_size must be a "
+                   "multiple of the device count); joins the cluster named by the three flags below, else "
+                   "by JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, else as SLURM/Open MPI "
+                   "say; --num-processes 1 uses this process's devices only. Process 0 writes and prints")
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
+    p.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
+    p.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 <= I < N")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("gradcheck", help="hand-derived vs reverse, forward mode and finite differences",

@@ -172,8 +172,8 @@ def _evaluator(net):
 
 
 def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | None = None,
-        epochs: int | None = None, callback: Callable[[int, dict, train.TrainState], Any] | None = None
-        ) -> RunResult:
+        epochs: int | None = None, callback: Callable[[int, dict, train.TrainState], Any] | None = None,
+        mesh=None) -> RunResult:
     """Trains as ``cfg`` says and evaluates on the test split.
 
     Args:
@@ -182,12 +182,21 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
       state: continue from this state (resume) instead of a fresh one.
       epochs: epochs to run (default ``cfg.training.epochs``; resume passes the rest).
       callback: passed to ``train.fit``; called after every epoch.
+      mesh: passed to ``train.fit``: data-parallel training over its devices
+        (``funcnn.parallel.data_mesh``); every process of a multi-process run
+        calls ``run`` with the same config and loads the same split.
+
+    Raises:
+      ValueError: a mesh with L-BFGS (one full-batch minimisation, not data-parallel).
     """
     split = load_split(cfg) if split is None else split
     t = cfg.training
     net, opt = build(cfg, split.x_train.shape[0])
     start = time.perf_counter()
     if opt is None:
+        if mesh is not None:
+            raise ValueError("optimizer.name='lbfgs' is one full-batch minimisation and does not run "
+                             "data-parallel; train it without a mesh (no --distributed).")
         state, history = _run_lbfgs(cfg, net, split, callback)
     else:
         validation = None if split.x_val is None else (split.x_val, split.y_val)
@@ -196,7 +205,7 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
             net, opt, (split.x_train, targets(net, split.y_train)), epochs=epochs or t.epochs,
             batch_size=t.batch_size or split.x_train.shape[0],
             state=initial_state(cfg, net, opt) if state is None else state, validation=validation, grad=t.grad, drop_last=t.drop_last,
-            early_stopping=t.early_stopping, callback=callback, dtype=dtype_of(cfg))
+            early_stopping=t.early_stopping, callback=callback, dtype=dtype_of(cfg), mesh=mesh)
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - start
     return RunResult(state, history, evaluate_split(net, state.params, split.x_test, split.y_test), seconds)

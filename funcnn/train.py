@@ -18,6 +18,14 @@ loss weights each step by its batch size. ``drop_last=True`` skips it.
 Nothing here synchronises with the host inside compiled code: per-step losses
 stay on device and ``fit`` fetches them once per epoch (a CPU-GPU sync point,
 needed to detect divergence and for early stopping).
+
+Data parallelism (``fit(..., mesh=mesh)``, see ``funcnn.parallel``): the data
+and the state are replicated on the mesh, the epoch's permutation is the
+single-device one, and the ``[nb, B, d]`` minibatches are constrained to be
+split along the mesh's ``"data"`` axis, so each step's gradient is summed by
+XLA across devices (one all-reduce per step). ``B`` must be a multiple of the
+device count. A last partial batch whose size is not such a multiple runs
+unsplit (every device computes it whole; same result, no speed-up for it).
 """
 from __future__ import annotations
 
@@ -28,8 +36,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from funcnn import _checks, data as _data
+from funcnn import _checks, data as _data, parallel
 from funcnn.optim import GradientTransformation, apply_updates
 
 Array = jax.Array
@@ -135,8 +144,12 @@ def epoch_permutation(state: TrainState, n: int) -> Array:
     return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state.rng, 1), state.step), n)
 
 
-def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None):
+def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None):
     body = _step_body(net, opt, grad)
+    if mesh is not None:
+        split = NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))  # [nb, B/devices, ...]
+        rows = NamedSharding(mesh, PartitionSpec(parallel.DATA_AXIS))  # [r/devices, ...]
+        ndev = parallel.num_data_devices(mesh)
 
     def epoch(state, x, y, lr_scale=None):
         n = x.shape[0]
@@ -146,6 +159,8 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None):
         full = nb * batch_size
         xb = xs[:full].reshape((nb, batch_size) + x.shape[1:])  # [nb, B, d]
         yb = ys[:full].reshape((nb, batch_size) + y.shape[1:])
+        if mesh is not None:
+            xb, yb = (jax.lax.with_sharding_constraint(a, split) for a in (xb, yb))
         k = nb if num_steps is None else min(num_steps, nb)
 
         def scan_step(s, batch):
@@ -154,7 +169,10 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None):
 
         state, losses = jax.lax.scan(scan_step, state, (xb[:k], yb[:k]))  # losses: [k]
         if r and not drop_last and (num_steps is None or num_steps > nb):
-            state, last = body(state, xs[full:], ys[full:], lr_scale)
+            xl, yl = xs[full:], ys[full:]
+            if mesh is not None and r % ndev == 0:
+                xl, yl = (jax.lax.with_sharding_constraint(a, rows) for a in (xl, yl))
+            state, last = body(state, xl, yl, lr_scale)
             losses = jnp.concatenate([losses, last[None]])
         return state, losses
 
@@ -163,7 +181,7 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None):
 
 @functools.lru_cache(maxsize=128)
 def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str = "manual",
-               drop_last: bool = False):
+               drop_last: bool = False, mesh=None):
     """One epoch as ONE compiled call: ``(state, x, y) -> (state, losses)``.
 
     Shuffles with the state's key, reshapes into minibatches on device and
@@ -178,10 +196,21 @@ def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str =
       batch_size: samples per step (``1 <= batch_size <= n``, checked by ``fit``).
       grad: ``"manual"`` or ``"autodiff"``.
       drop_last: skip the last partial batch instead of training on it.
+      mesh: optional ``jax.sharding.Mesh`` with a ``"data"`` axis
+        (``funcnn.parallel.data_mesh``): each minibatch is split across it and
+        the returned state is replicated on it. Pass ``state``, ``x``, ``y``
+        replicated on the mesh (``funcnn.parallel.replicate``).
+
+    Raises:
+      ValueError: ``batch_size`` not a multiple of the mesh's device count.
     """
     _checks.positive_int("batch_size", batch_size)
     _value_and_grad(net, grad)
-    return jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last))
+    if mesh is None:
+        return jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last))
+    parallel.check_batch_size(mesh, batch_size)
+    return jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last, mesh=mesh),
+                   out_shardings=parallel.replicated_sharding(mesh))
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
@@ -240,7 +269,7 @@ def _prepare(net, data, dtype, name):
 def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int, key=None,
         validation=None, grad: str = "manual", drop_last: bool = False,
         early_stopping: int | None = None, state: TrainState | None = None,
-        callback: Callable[[int, dict, TrainState], None] | None = None, dtype=jnp.float32):
+        callback: Callable[[int, dict, TrainState], None] | None = None, dtype=jnp.float32, mesh=None):
     """Trains ``net`` with ``opt`` on ``data = (x, y)``; each epoch is one compiled call.
 
     Args:
@@ -262,6 +291,14 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         and the epoch's ``TrainState``; scripts print progress and save
         checkpoints from it. The library prints nothing.
       dtype: parameter and input dtype (float32 default).
+      mesh: optional ``jax.sharding.Mesh`` with a ``"data"`` axis
+        (``funcnn.parallel.data_mesh()``): data-parallel training. Data,
+        validation data and state are replicated on the mesh (a global array
+        split across processes, ``parallel.shard_rows``, is all-gathered once),
+        each step's batch is split across the devices and the returned state is
+        replicated on the mesh. Gives the single-device result for the same
+        ``batch_size`` up to float rounding. In multi-process runs every
+        process calls ``fit`` with the same arguments.
 
     Returns:
       ``(state, history)``: the final ``TrainState`` (``state.params`` works with
@@ -269,16 +306,25 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
       ``History``. Deterministic for a given key.
 
     Raises:
-      ValueError / TypeError: bad arguments or data (before any work).
+      ValueError / TypeError: bad arguments or data (before any work), or a
+        ``batch_size`` that is not a multiple of the mesh's device count.
       DivergenceError: the loss became NaN/inf; names the epoch and step and
         carries the last finite state.
     """
     epochs = _checks.positive_int("epochs", epochs)
     _checks.choice("grad", grad, GRADS)
+    if mesh is not None:
+        parallel.check_batch_size(mesh, _checks.positive_int("batch_size", batch_size))
+        # Rows split across processes are gathered first: _prepare checks values on the host.
+        data, validation = (_gather_rows(mesh, d) for d in (data, validation))
     x, y = _prepare(net, data, dtype, "data")
     batch_size = _data.check_batch_size(batch_size, x.shape[0])
     if validation is not None:
         xv, yv = _prepare(net, validation, dtype, "validation")
+    if mesh is not None:  # every device holds the whole set: the shuffle stays the 1-device one
+        x, y = parallel.replicate(mesh, (x, y))
+        if validation is not None:
+            xv, yv = parallel.replicate(mesh, (xv, yv))
     if early_stopping is not None:
         _checks.positive_int("early_stopping", early_stopping)
         if validation is None:
@@ -287,8 +333,10 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         if key is None:
             raise ValueError("key is required (a jax.random key) unless a state is given to resume.")
         state = init_state(net, opt, key=key, dtype=dtype)
+    if mesh is not None:
+        state = parallel.replicate(mesh, state)
 
-    run_epoch = make_epoch(net, opt, batch_size=batch_size, grad=grad, drop_last=drop_last)
+    run_epoch = make_epoch(net, opt, batch_size=batch_size, grad=grad, drop_last=drop_last, mesh=mesh)
     sizes = np.array([batch_size] * (x.shape[0] // batch_size)
                      + ([x.shape[0] % batch_size] if x.shape[0] % batch_size and not drop_last else []))
     history = History([], [], [], None, False)
@@ -303,7 +351,7 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         losses = fetched[0]
         if not np.all(np.isfinite(losses)):
             bad = int(np.argmax(~np.isfinite(losses)))
-            last_good = _replay(net, opt, grad, batch_size, drop_last, bad, state, x, y)
+            last_good = _replay(net, opt, grad, batch_size, drop_last, bad, state, x, y, mesh)
             raise DivergenceError(epoch, bad, last_good, history)
         state = new_state
         metrics = {"epoch": epoch, "train_loss": float(np.sum(losses * sizes) / np.sum(sizes))}
@@ -330,7 +378,7 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
     return state, history
 
 
-def _replay(net, opt, grad, batch_size, drop_last, num_steps, state, x, y):
+def _replay(net, opt, grad, batch_size, drop_last, num_steps, state, x, y, mesh=None):
     """The state after the first ``num_steps`` steps of the epoch starting at ``state``.
 
     Runs the same epoch body truncated to ``num_steps`` (compiled only when a
@@ -339,8 +387,16 @@ def _replay(net, opt, grad, batch_size, drop_last, num_steps, state, x, y):
     """
     if num_steps == 0:
         return state
-    fn = jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last, num_steps=num_steps))
+    fn = jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last, num_steps=num_steps, mesh=mesh))
     return fn(state, x, y)[0]
+
+
+def _gather_rows(mesh, data):
+    """``(x, y)`` with arrays spread over several processes replicated on ``mesh``."""
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        return data  # None, or for _prepare to reject
+    return tuple(parallel.replicate(mesh, a) if isinstance(a, jax.Array) and not a.is_fully_addressable
+                 else a for a in data)
 
 
 @functools.lru_cache(maxsize=64)
