@@ -2,11 +2,18 @@
 
 Public API (one obvious place for each thing)::
 
-    funcnn.mlp(sizes, ...) -> MLP          the network as pure functions
-    funcnn.gradcheck(net, params, x, y)    hand-derived vs reverse/forward/finite differences
-    funcnn.activations, funcnn.losses, funcnn.initializers
+    funcnn.mlp(sizes, ...) -> MLP          the network as pure functions (funcnn.mlp module: MLPSpec, Cache)
+    funcnn.gradcheck(net, params, x, y)    hand-derived vs reverse/forward mode and finite differences
+    funcnn.activations, losses, initializers   the pieces a network is built from
+    funcnn.optim                           optimizers, schedules, clipping, L-BFGS (no optax)
+    funcnn.train                           TrainState, make_train_step, make_epoch, fit, fit_many
+    funcnn.data, funcnn.metrics            datasets, splits, readers; accuracy, F1, R^2, ...
+    funcnn.checkpoint, funcnn.config       safe checkpoints; typed TOML configs
+    funcnn.parallel                        data-parallel meshes, multi-host initialisation
+    funcnn.plots                           optional matplotlib figures (needs the "plot" extra)
 """
-from funcnn import activations, gradcheck, initializers, losses
+from funcnn import (activations, checkpoint, config, data, gradcheck, initializers, losses, metrics, optim,
+                    parallel, train)
 from funcnn.gradcheck import GradcheckReport
 from funcnn.mlp import MLP, Cache, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
 
@@ -18,12 +25,19 @@ __all__ = [
     "Cache",
     "GradcheckReport",
     "activations",
+    "checkpoint",
+    "config",
     "count_params",
+    "data",
     "from_spec",
     "gradcheck",
     "initializers",
     "losses",
+    "metrics",
     "mlp",
+    "optim",
+    "parallel",
     "spec_from_dict",
+    "train",
     "with_manual_vjp",
 ]
