@@ -1,0 +1,297 @@
+"""Training throughput benchmark: funcnn against plain JAX, NumPy and (if installed) peers.
+
+A benchmark, not a test: one process, warm-up then the median of repeats, every
+result blocked on the device (``block_until_ready``) before the clock stops.
+Ratios are taken between candidates measured in this same run.
+
+    python scripts/bench.py                   # both sizes, table + JSON in bench_results/
+    python scripts/bench.py --size digits --repeats 5
+
+Optional peers: ``pip install -e ".[bench]"`` adds Flax+Optax and PyTorch (CPU);
+they are never dependencies of the library.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import funcnn
+from funcnn import optim, train
+
+SIZES = {
+    "digits": dict(sizes=(64, 128, 128, 10), batch=32, n=32 * 512),
+    "mnist": dict(sizes=(784, 512, 512, 10), batch=128, n=128 * 48),
+}
+LR = 0.01
+
+
+def median_time(fn, repeats):
+    """Median wall time of fn() over repeats, after one warm-up call."""
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def gemm_peak(repeats):
+    """float32 GFLOP/s of a large square matmul: the machine's practical peak."""
+    n = 2048
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    return 2 * n**3 / median_time(lambda: f(a), repeats) / 1e9
+
+
+def flops_per_sample(sizes):
+    # forward 2*MACs, backward 4*MACs (dW and dx): the usual 6 * weights per sample.
+    return 6 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def problem(size):
+    cfg = SIZES[size]
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((cfg["n"], cfg["sizes"][0])), jnp.float32)
+    y = jnp.asarray(rng.integers(0, cfg["sizes"][-1], cfg["n"]), jnp.int32)
+    return cfg, x, y
+
+
+# ------------------------------------------------------------------ baselines written plainly
+
+
+def plain_loss(params, x, y):
+    h = x
+    for p in params[:-1]:
+        h = jax.nn.relu(h @ p["W"] + p["b"][None, :])
+    z = h @ params[-1]["W"] + params[-1]["b"][None, :]
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), y[:, None], axis=1))
+
+
+def plain_sgd_step(params, x, y):
+    g = jax.grad(plain_loss)(params, x, y)
+    return jax.tree.map(lambda p, d: p - LR * d, params, g)
+
+
+def plain_scan_epoch(batch, shuffle=False):
+    """The baseline: jax.grad + SGD scanned over an epoch, optionally reshuffled like funcnn's epoch."""
+    @jax.jit
+    def epoch(params, x, y, key):
+        if shuffle:  # the same on-device shuffle funcnn does every epoch
+            perm = jax.random.permutation(key, x.shape[0])
+            x, y = x[perm], y[perm]
+        nb = x.shape[0] // batch
+        xb, yb = x[: nb * batch].reshape(nb, batch, -1), y[: nb * batch].reshape(nb, batch)
+        return jax.lax.scan(lambda p, b: (plain_sgd_step(p, *b), None), params, (xb, yb))[0]
+    return epoch
+
+
+def numpy_epoch(params, x, y, batch):
+    """The classic from-scratch tutorial: NumPy forward and backward, SGD."""
+    P = [(np.array(p["W"]), np.array(p["b"])) for p in params]
+    for i in range(0, x.shape[0] - batch + 1, batch):
+        xb, yb = x[i:i + batch], y[i:i + batch]
+        hs, h = [xb], xb
+        for W, b in P[:-1]:
+            h = np.maximum(h @ W + b, 0)
+            hs.append(h)
+        z = h @ P[-1][0] + P[-1][1]
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        p[np.arange(batch), yb] -= 1
+        dz = p / batch
+        for l in range(len(P) - 1, -1, -1):
+            W, b = P[l]
+            dW, db = hs[l].T @ dz, dz.sum(0)
+            if l:
+                dz = (dz @ W.T) * (hs[l] > 0)
+            P[l] = (W - LR * dW, b - LR * db)
+    return P
+
+
+def peers(cfg, x, y, repeats):
+    """Flax linen + Optax jitted step loop, PyTorch eager: only when installed."""
+    out = {}
+    n, batch, sizes = x.shape[0], cfg["batch"], cfg["sizes"]
+    try:
+        import flax.linen as nn
+        import optax
+
+        class Net(nn.Module):
+            @nn.compact
+            def __call__(self, h):
+                for w in sizes[1:-1]:
+                    h = nn.relu(nn.Dense(w)(h))
+                return nn.Dense(sizes[-1])(h)
+
+        model, tx = Net(), optax.sgd(LR)
+        params = model.init(jax.random.key(0), x[:1])
+        opt_state = tx.init(params)
+
+        @jax.jit
+        def step(params, opt_state, xb, yb):
+            def loss(p):
+                return optax.softmax_cross_entropy_with_integer_labels(model.apply(p, xb), yb).mean()
+            g = jax.grad(loss)(params)
+            u, opt_state = tx.update(g, opt_state)
+            return optax.apply_updates(params, u), opt_state
+
+        def run():
+            p, s = params, opt_state
+            for i in range(0, n - batch + 1, batch):
+                p, s = step(p, s, x[i:i + batch], y[i:i + batch])
+            return p
+        out["flax+optax jitted step loop"] = n / median_time(run, repeats)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        torch.manual_seed(0)
+        layers = []
+        for a, b in zip(sizes[:-2], sizes[1:-1]):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+        tnet = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-2], sizes[-1]))
+        topt = torch.optim.SGD(tnet.parameters(), lr=LR)
+        tx, ty = torch.from_numpy(np.array(x)), torch.from_numpy(np.asarray(y).astype(np.int64))
+
+        def run_torch():
+            for i in range(0, n - batch + 1, batch):
+                topt.zero_grad()
+                torch.nn.functional.cross_entropy(tnet(tx[i:i + batch]), ty[i:i + batch]).backward()
+                topt.step()
+        out["pytorch eager"] = n / median_time(lambda: run_torch() or jnp.zeros(()), repeats)
+    except ImportError:
+        pass
+    return out
+
+
+# ------------------------------------------------------------------ funcnn candidates
+
+
+def bench_size(size, repeats, k_models):
+    cfg, x, y = problem(size)
+    n, batch = x.shape[0], cfg["batch"]
+    net = funcnn.mlp(list(cfg["sizes"]), hidden="relu")
+    opt = optim.sgd(LR)
+    state0 = train.init_state(net, opt, key=jax.random.key(0))
+    res = {}
+
+    def copy_state():
+        return jax.tree.map(jnp.array, state0)
+
+    for grad in ("manual", "autodiff"):
+        epoch = train.make_epoch(net, opt, batch_size=batch, grad=grad, drop_last=True)
+        res[f"funcnn epoch ({grad} grads)"] = n / median_time(lambda: epoch(state0, x, y)[0], repeats)
+
+    step = train.make_train_step(net, opt, "manual")
+
+    def loop():
+        s = copy_state()
+        for i in range(0, n - batch + 1, batch):
+            s, _ = step(s, x[i:i + batch], y[i:i + batch])
+        return s
+    res["funcnn step per Python call (manual)"] = n / median_time(loop, repeats)
+
+    params = state0.params
+    key = jax.random.key(0)
+    plain_epoch = plain_scan_epoch(batch)  # built once: a new jit per call would recompile every time
+    res["plain jax.grad + SGD, epoch in lax.scan"] = n / median_time(lambda: plain_epoch(params, x, y, key),
+                                                                     repeats)
+    shuffled = plain_scan_epoch(batch, shuffle=True)
+    res["plain jax.grad + SGD, lax.scan + shuffle"] = n / median_time(lambda: shuffled(params, x, y, key),
+                                                                      repeats)
+    pstep = jax.jit(plain_sgd_step)
+
+    def ploop():
+        p = params
+        for i in range(0, n - batch + 1, batch):
+            p = pstep(p, x[i:i + batch], y[i:i + batch])
+        return p
+    res["plain jax.grad jitted step, Python loop"] = n / median_time(ploop, repeats)
+    xn, yn = np.asarray(x), np.asarray(y)
+    res["numpy from scratch"] = n / median_time(lambda: numpy_epoch(params, xn, yn, batch) and jnp.zeros(()),
+                                                max(1, repeats // 2))
+    res.update(peers(cfg, x, y, repeats))
+
+    extra = {}
+    if k_models:
+        keys = jax.random.split(jax.random.key(1), k_models)
+        many = train._many_epoch(net, opt, "manual", batch, True)
+        states = jax.vmap(lambda k: train.init_state(net, opt, key=k))(keys)
+        scales = jnp.ones((k_models,), jnp.float32)
+        t_many = median_time(lambda: many(states, x, y, scales)[0], repeats)
+        epoch = train.make_epoch(net, opt, batch_size=batch, drop_last=True)
+        singles = [train.init_state(net, opt, key=k) for k in keys]
+        t_seq = median_time(lambda: [epoch(s, x, y)[0] for s in singles], repeats)
+        res[f"funcnn {k_models} models under vmap (aggregate)"] = k_models * n / t_many
+        res[f"funcnn {k_models} models one after another (aggregate)"] = k_models * n / t_seq
+        extra["vmap_speedup"] = t_seq / t_many
+    return res, extra
+
+
+def first_epoch_seconds():
+    """Wall time of the digits job's first epoch, compilation included, in a fresh process."""
+    code = (
+        "import time; t0 = time.perf_counter()\n"
+        "import jax, funcnn\nfrom funcnn import data, optim, train\n"
+        "x, y = data.load_digits()\n"
+        "xtr, xte, ytr, yte = data.train_test_split(x, y, key=jax.random.key(0), stratify=True)\n"
+        "net = funcnn.mlp([64, 256, 10])\n"
+        "t1 = time.perf_counter()\n"
+        "train.fit(net, optim.adam(1e-3), (xtr, ytr), epochs=1, batch_size=32, key=jax.random.key(1),"
+        " validation=(xte, yte))\n"
+        "print(time.perf_counter() - t1, t1 - t0)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    first, imports = (float(v) for v in out.stdout.split())
+    return first, imports
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", choices=["digits", "mnist", "both"], default="both")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--models", type=int, default=32, help="K for the vmapped many-models row (0: skip)")
+    ap.add_argument("--out", default="bench_results", help="folder for the JSON results")
+    args = ap.parse_args()
+
+    report = {"device": str(jax.devices()[0]), "platform": platform.platform(), "cpus": os.cpu_count(),
+              "jax": jax.__version__, "funcnn": funcnn.__version__, "sizes": {}}
+    peak = gemm_peak(args.repeats)
+    report["gemm_peak_gflops"] = peak
+    print(f"device: {report['device']}; float32 GEMM peak (2048^2 matmul): {peak:.1f} GFLOP/s")
+    for size in (["digits", "mnist"] if args.size == "both" else [args.size]):
+        res, extra = bench_size(size, args.repeats, args.models if size == "digits" else 0)
+        cfg = SIZES[size]
+        fps = flops_per_sample(cfg["sizes"])
+        base = res["plain jax.grad + SGD, epoch in lax.scan"]
+        print(f"\n{size}: {'-'.join(map(str, cfg['sizes']))}, batch {cfg['batch']}, float32, "
+              f"{cfg['n']} samples per epoch, SGD")
+        print(f"{'candidate':<48} {'samples/s':>12} {'vs plain scan':>14} {'of GEMM peak':>13}")
+        for name, sps in res.items():
+            print(f"{name:<48} {sps:12,.0f} {sps / base:13.2f}x {sps * fps / 1e9 / peak:12.1%}")
+        for k, v in extra.items():
+            print(f"{k}: {v:.1f}x")
+        report["sizes"][size] = {"results": res, **extra, "flops_per_sample": fps}
+    first, imports = first_epoch_seconds()
+    report["digits_first_epoch_s"] = first
+    print(f"\nfirst epoch of the digits job (64-256-10, adam, batch 32), compilation included: {first:.2f} s"
+          f" (imports and data loading before it: {imports:.2f} s)")
+    Path(args.out).mkdir(exist_ok=True)
+    path = Path(args.out) / f"bench_{report['device'].split(':')[0].replace(' ', '_').lower()}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
