@@ -117,13 +117,7 @@ def build(cfg: Config, n_train: int):
 def initial_state(cfg: Config, net, opt) -> train.TrainState:
     """The state training starts from (what the gradient check is taken on)."""
     _, k_train = keys(cfg)
-    return _initializer(net, opt if opt is not None else optim.sgd(0.0), dtype_of(cfg))(k_train)
-
-
-@functools.lru_cache(maxsize=64)
-def _initializer(net, opt, dtype):
-    # One compiled call instead of op-by-op random draws: faster from a cold start.
-    return jax.jit(lambda key: train.init_state(net, opt, key=key, dtype=dtype))
+    return train.init_state(net, opt if opt is not None else optim.sgd(0.0), key=k_train, dtype=dtype_of(cfg))
 
 
 def targets(net, y):

@@ -84,9 +84,19 @@ def init_state(net, opt: GradientTransformation, *, key, dtype=jnp.float32) -> T
       key: a ``jax.random`` key; split once into the init key and the run's rng.
       dtype: parameter dtype.
     """
-    k_init, k_run = jax.random.split(key)
-    params = net.init(k_init, dtype=dtype)
-    return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), k_run)
+    return _init_fn(net, opt, jnp.dtype(dtype))(key)
+
+
+@functools.lru_cache(maxsize=128)
+def _init_fn(net, opt, dtype):
+    # One compiled call: drawn op by op, each random draw and zeros would be
+    # its own small XLA compilation, which costs more than the epoch's on a cold start.
+    def init(key):
+        k_init, k_run = jax.random.split(key)
+        params = net.init(k_init, dtype=dtype)
+        return TrainState(params, opt.init(params), jnp.zeros((), jnp.int32), k_run)
+
+    return jax.jit(init)
 
 
 def _value_and_grad(net, grad: str):

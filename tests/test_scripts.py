@@ -51,7 +51,8 @@ def test_compare_gradients_quick(tmp_path, capsys):
         assert min(float(r[f"t_{m}_us"]) for m in mod.METHODS) > 0
     out = capsys.readouterr().out
     assert "finite_diff  float64" in out and "pass" in out
-    assert (tmp_path / "compare_gradients.png").stat().st_size > 1024
+    if importlib.util.find_spec("matplotlib") is not None:  # the plot is optional, the CSV is not
+        assert (tmp_path / "compare_gradients.png").stat().st_size > 1024
 
 
 def test_gradient_parity_five_steps(tmp_path, capsys):
