@@ -68,19 +68,29 @@ def get(init) -> Initializer:
     return uniform() if init == "uniform" else Initializer(init)
 
 
-def sample(init: Initializer, key: jax.Array, shape: tuple[int, ...], fan_in: int, fan_out: int,
-           dtype=jnp.float32) -> jax.Array:
-    """Draws an array of ``shape`` from ``init`` for a layer ``fan_in -> fan_out``."""
+def scale(init: Initializer, fan_in: int, fan_out: int) -> tuple[str, float]:
+    """``("normal", std)`` or ``("uniform", a)`` (meaning U(-a, a)) for a layer ``fan_in -> fan_out``."""
     name = init.name
     if name == "uniform":
-        e = init.epsilon
-        return jax.random.uniform(key, shape, dtype, minval=-e, maxval=e)
+        return "uniform", init.epsilon
     if name == "xavier_uniform":
-        a = math.sqrt(6.0 / (fan_in + fan_out))
-        return jax.random.uniform(key, shape, dtype, minval=-a, maxval=a)
-    std = {
+        return "uniform", math.sqrt(6.0 / (fan_in + fan_out))
+    return "normal", {
         "xavier_normal": math.sqrt(2.0 / (fan_in + fan_out)),
         "he_normal": math.sqrt(2.0 / fan_in),
         "lecun_normal": math.sqrt(1.0 / fan_in),
     }[name]
-    return std * jax.random.normal(key, shape, dtype)
+
+
+def standard(kind: str, key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """Unit draws of ``kind``: N(0, 1) for "normal", U(-1, 1) for "uniform"."""
+    if kind == "uniform":
+        return jax.random.uniform(key, shape, dtype, minval=-1.0, maxval=1.0)
+    return jax.random.normal(key, shape, dtype)
+
+
+def sample(init: Initializer, key: jax.Array, shape: tuple[int, ...], fan_in: int, fan_out: int,
+           dtype=jnp.float32) -> jax.Array:
+    """Draws an array of ``shape`` from ``init`` for a layer ``fan_in -> fan_out``."""
+    kind, s = scale(init, fan_in, fan_out)
+    return s * standard(kind, key, shape, dtype)
