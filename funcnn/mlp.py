@@ -28,7 +28,7 @@ The loss is the mean data loss plus lambda/(2n) * sum of squared weights
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp

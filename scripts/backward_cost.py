@@ -39,9 +39,7 @@ Writes ``backward_cost.csv`` and (with matplotlib) ``backward_cost.png`` under
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -50,20 +48,11 @@ import numpy as np
 
 import funcnn
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
+from _common import median_time, write_csv  # noqa: E402
+
 FIELDS = ("scope", "method", "flops", "analytic_flops", "bytes_accessed", "transcendentals",
           "argument_bytes", "output_bytes", "temp_bytes", "median_us")
-
-
-def median_time(fn, args, repeats: int) -> float:
-    """Median seconds of ``fn(*args)`` over ``repeats`` calls, after two warm-ups."""
-    for _ in range(2):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def costs(compiled) -> dict:
@@ -88,7 +77,7 @@ def costs(compiled) -> dict:
 def measure(scope: str, method: str, fn, args, repeats: int, analytic=None) -> dict:
     compiled = jax.jit(fn).lower(*args).compile()
     return {"scope": scope, "method": method, **costs(compiled), "analytic_flops": analytic,
-            "median_us": 1e6 * median_time(compiled, args, repeats)}
+            "median_us": 1e6 * median_time(lambda: compiled(*args), repeats, warmup=2)}
 
 
 def whole_network(net, params, x, y, repeats: int) -> list[dict]:
@@ -163,17 +152,6 @@ def print_ratios(rows) -> None:
         print(f"  {scope:<24} " + ", ".join(parts))
 
 
-def write_csv(rows, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r[k] is None else f"{r[k]:.6g}" if isinstance(r[k], float) else r[k])
-                        for k in FIELDS})
-    return path
-
-
 def plot(rows, out: Path):
     """Median time per scope, manual against autodiff; None without matplotlib."""
     try:
@@ -223,7 +201,7 @@ def main(argv=None) -> int:
                                                                       args.repeats)
     print_table(rows)
     print_ratios(rows)
-    path = write_csv(rows, args.out / "backward_cost.csv")
+    path = write_csv(rows, args.out / "backward_cost.csv", FIELDS)
     print(f"\nwrote {path}")
     png = plot(rows, args.out)
     print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")

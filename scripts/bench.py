@@ -18,7 +18,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -28,22 +27,14 @@ import numpy as np
 import funcnn
 from funcnn import optim, train
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
+from _common import median_time  # noqa: E402
+
 SIZES = {
     "digits": dict(sizes=(64, 128, 128, 10), batch=32, n=32 * 512),
     "mnist": dict(sizes=(784, 512, 512, 10), batch=128, n=128 * 48),
 }
 LR = 0.01
-
-
-def median_time(fn, repeats):
-    """Median wall time of fn() over repeats, after one warm-up call."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def gemm_peak(repeats):

@@ -27,9 +27,7 @@ under ``--out`` (default ``runs/compare_gradients/``).
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -40,6 +38,9 @@ from jax.flatten_util import ravel_pytree
 import funcnn
 from funcnn import losses
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
+from _common import median_time, write_csv  # noqa: E402
+
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "swish")
 QUICK_ACTIVATIONS = ("relu", "tanh", "gelu")  # a kink, a saturating and a smooth non-monotone one
 PAIRS = tuple((out, loss) for loss, outs in losses.PAIRS.items() for out in outs)
@@ -49,17 +50,6 @@ D_IN, D_OUT = 8, 3
 FIELDS = ("hidden", "output", "loss", "depth", "sizes", "dtype", "params",
           "err_reverse", "err_forward", "err_finite_diff", "fd_excluded", "passed",
           "t_manual_us", "t_reverse_us", "t_jacfwd_us")
-
-
-def median_time(fn, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls, after one warm-up (compilation)."""
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def make_data(output: str, loss: str, batch: int, dtype, seed: int):
@@ -146,16 +136,6 @@ def print_summary(rows, dtypes) -> None:
               "tiny networks: mostly dispatch overhead)")
 
 
-def write_csv(rows, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6e}" if isinstance(v, float) else v) for k, v in r.items()})
-    return path
-
-
 def plot(rows, activations, dtypes, out: Path):
     """Worst error per hidden activation, one curve per (reference, dtype); None without matplotlib."""
     try:
@@ -220,7 +200,7 @@ def main(argv=None) -> int:
                              repeats=args.repeats, seed=args.seed))
         print(format_row(rows[-1]), flush=True)  # one line per configuration as it finishes
     print_summary(rows, args.dtypes)
-    path = write_csv(rows, args.out / "compare_gradients.csv")
+    path = write_csv(rows, args.out / "compare_gradients.csv", FIELDS, float_fmt=".6e")
     print(f"\nwrote {path}")
     png = plot(rows, args.activations, args.dtypes, args.out)
     print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")

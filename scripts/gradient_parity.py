@@ -27,7 +27,6 @@ matplotlib) ``gradient_parity.png`` under ``--out`` (default
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -37,6 +36,9 @@ import numpy as np
 
 import funcnn
 from funcnn import data, optim, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
+from _common import write_csv  # noqa: E402
 
 FIELDS = ("dtype", "step", "max_abs_param_diff", "rel_param_diff", "loss_manual", "loss_autodiff", "abs_loss_diff")
 OPTIMIZERS = {"sgd": optim.sgd, "adam": optim.adam}
@@ -107,16 +109,6 @@ def print_table(rows, steps: int) -> None:
               f"parameters bit-identical after {identical} of {len(sel)} steps")
 
 
-def write_csv(rows, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.9e}" if isinstance(v, float) else v) for k, v in r.items()})
-    return path
-
-
 def plot(rows, out: Path):
     """Parameter and loss differences per step, log scale; None without matplotlib."""
     try:
@@ -171,7 +163,7 @@ def main(argv=None) -> int:
     for dtype in args.dtypes:
         rows += run(net, opt, dtype, args.steps, args.batch, args.seed)
     print_table(rows, args.steps)
-    path = write_csv(rows, args.out / "gradient_parity.csv")
+    path = write_csv(rows, args.out / "gradient_parity.csv", FIELDS, float_fmt=".9e")
     print(f"wrote {path}")
     png = plot(rows, args.out)
     print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")
