@@ -22,6 +22,7 @@ here as ``lbfgs_minimize``.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
@@ -458,6 +459,29 @@ def add_decayed_weights(weight_decay: float = 1e-4) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
+def _memoized(make):
+    """Equal hyperparameters give the same optimizer object.
+
+    jit caches compiled programs by the functions they close over, so two
+    ``adam(1e-3)`` calls that built two objects would compile a sweep's train
+    step twice; memoising makes equal optimizers share one compilation.
+    Unhashable arguments (e.g. an array learning rate) just build a new one.
+    """
+    cached = functools.lru_cache(maxsize=256)(make)
+
+    @functools.wraps(make)
+    def build(*args, **kwargs):
+        try:
+            return cached(*args, **kwargs)
+        except TypeError as e:
+            if "unhashable" not in str(e):
+                raise
+            return make(*args, **kwargs)
+
+    return build
+
+
+@_memoized
 def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     """Plain stochastic gradient descent (Robbins & Monro 1951).
 
@@ -475,6 +499,7 @@ def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
     return scale_by_learning_rate(learning_rate)
 
 
+@_memoized
 def momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> GradientTransformation:
     """Classical (heavy-ball) momentum (Polyak 1964; Sutskever et al. 2013, eq. 1-2).
 
@@ -502,6 +527,7 @@ def momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> GradientTran
     return chain(scale_by_learning_rate(learning_rate), trace(beta))
 
 
+@_memoized
 def nesterov(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> GradientTransformation:
     """Nesterov momentum in the Sutskever/Bengio reformulation.
 
@@ -528,6 +554,7 @@ def nesterov(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> GradientTran
     return chain(scale_by_learning_rate(learning_rate), trace(beta, nesterov=True))
 
 
+@_memoized
 def adagrad(
     learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 0.1, eps: float = 1e-7
 ) -> GradientTransformation:
@@ -553,6 +580,7 @@ def adagrad(
                  scale_by_learning_rate(learning_rate))
 
 
+@_memoized
 def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e-8) -> GradientTransformation:
     """RMSProp (Tieleman & Hinton 2012, Coursera lecture 6.5).
 
@@ -575,6 +603,7 @@ def rmsprop(learning_rate: ScalarOrSchedule, decay: float = 0.9, eps: float = 1e
     return chain(scale_by_rms(decay, eps), scale_by_learning_rate(learning_rate))
 
 
+@_memoized
 def adam(
     learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
 ) -> GradientTransformation:
@@ -603,6 +632,7 @@ def adam(
     return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
 
 
+@_memoized
 def adamw(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,

@@ -462,3 +462,16 @@ def test_adam_reaches_rosenbrock_minimum():
 def test_bad_arguments(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+def test_equal_hyperparameters_give_the_same_optimizer_object():
+    # jit caches by the functions an optimizer closes over: equal optimizers must be one object
+    # so a sweep that rebuilds adam(1e-3) per run does not recompile its train step.
+    assert optim.adam(1e-3) is optim.adam(1e-3)
+    assert optim.adam(1e-3) is not optim.adam(2e-3)
+    assert optim.momentum(0.1, beta=0.9) is optim.momentum(0.1, beta=0.9)
+    schedule = optim.cosine_decay_schedule(0.1, 100)
+    assert optim.sgd(schedule) is optim.sgd(schedule)  # schedules are shared by identity
+    # An unhashable argument bypasses the cache and meets the usual validation, not a hashing error.
+    with pytest.raises(ValueError, match="learning_rate must be a finite number"):
+        optim.sgd(jnp.asarray(0.1))
