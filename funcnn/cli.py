@@ -189,7 +189,7 @@ def _history_from_jsonl(run_dir: Path) -> dict:
     return hist
 
 
-def _summary(cfg, run_dir, result, report, seconds_total, plots) -> str:
+def _summary(run_dir, result, report, seconds_total, plots) -> str:
     t = result.test
     lines = ["", f"funcnn {__version__} - run {run_dir}"]
     if report is not None:
@@ -260,7 +260,7 @@ def _finish(cfg, run_dir, split, net, result, report, t0, quiet) -> int:
                {r: report.worst(r).max_rel for r in ("reverse", "forward", "finite_diff")},
                "plots": plots}
     _write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    text = _summary(cfg, run_dir, result, report, time.perf_counter() - t0, plots)
+    text = _summary(run_dir, result, report, time.perf_counter() - t0, plots)
     print(text if not quiet else text.strip().splitlines()[1 if report is None else 2], flush=True)
     return 0
 
@@ -289,8 +289,7 @@ def cmd_resume(args) -> int:
     if not args.quiet:
         print(f"resuming {run_dir} at epoch {done + 1}/{cfg.training.epochs}", flush=True)
     result = _train_loop(cfg, run_dir, split, net, opt, state=state, epochs_done=done, quiet=args.quiet)
-    report = None
-    return _finish(cfg, run_dir, split, net, result, report, t0, args.quiet)
+    return _finish(cfg, run_dir, split, net, result, None, t0, args.quiet)  # no gradient check on resume
 
 
 def cmd_gradcheck(args) -> int:

@@ -275,11 +275,8 @@ def from_spec(spec: MLPSpec) -> MLP:
         if y is not None:
             _check_targets(y, x.shape[0], sizes[-1], spec.loss)
 
-    def data_value(z, yout, y):
-        return lossfns.value(z, yout, y)
-
     def total(params, x, y, z, yout):
-        v = data_value(z, yout, y)
+        v = lossfns.value(z, yout, y)
         return v + losses.l2_penalty(params, l2, x.shape[0]) if l2 else v
 
     def forward(params, x, *, key=None):

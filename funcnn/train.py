@@ -223,6 +223,12 @@ def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str =
                    out_shardings=parallel.replicated_sharding(mesh))
 
 
+def _step_sizes(n: int, batch_size: int, drop_last: bool) -> np.ndarray:
+    """Samples in each step of an epoch: full batches, then the partial one unless dropped."""
+    r = n % batch_size
+    return np.array([batch_size] * (n // batch_size) + ([r] if r and not drop_last else []))
+
+
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
     """Number of optimizer steps in one epoch over ``n`` samples."""
     return n // batch_size if drop_last else math.ceil(n / batch_size)
@@ -347,8 +353,7 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         state = parallel.replicate(mesh, state)
 
     run_epoch = make_epoch(net, opt, batch_size=batch_size, grad=grad, drop_last=drop_last, mesh=mesh)
-    sizes = np.array([batch_size] * (x.shape[0] // batch_size)
-                     + ([x.shape[0] % batch_size] if x.shape[0] % batch_size and not drop_last else []))
+    sizes = _step_sizes(x.shape[0], batch_size, drop_last)
     history = History([], [], [], None, False)
     best = (np.inf, None)  # (validation loss, params)
     since_best = 0
@@ -450,8 +455,7 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     evaluate_many = jax.vmap(_eval_fn(net), in_axes=(0, None, None)) if validation is not None else None
     if validation is not None:
         xv, yv = _prepare(net, validation, dtype, "validation")
-    sizes = np.array([batch_size] * (x.shape[0] // batch_size)
-                     + ([x.shape[0] % batch_size] if x.shape[0] % batch_size and not drop_last else []))
+    sizes = _step_sizes(x.shape[0], batch_size, drop_last)
     hist = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     for _ in range(epochs):
         states, losses = run(states, x, y, scales)  # losses: [K, steps]
