@@ -6,10 +6,13 @@ the step counter, so a run is a pure function of (key, data, hyperparameters),
 and a resumed run draws exactly what the uninterrupted run would have drawn::
 
     dropout mask of global step s:   fold_in(fold_in(rng, 0), s)
-    shuffle of the epoch at step s:  permutation(fold_in(fold_in(rng, 1), s), n)
+    shuffle of the epoch at step s:  shuffle.permutation(fold_in(fold_in(rng, 1), s), n)
 
-An epoch (``make_epoch``) shuffles on device, reshapes the data into
-``n // batch_size`` minibatches and ``lax.scan``s the step over them. The last
+An epoch (``make_epoch``) draws the epoch's order on device
+(``funcnn.shuffle.permutation``: a keyed Feistel permutation, no sort),
+reshapes it into ``n // batch_size`` rows of indices and ``lax.scan``s the
+step over them; each step gathers its own minibatch (``x[idx]``), so no
+shuffled copy of the data set is ever made. The last
 partial batch (``n % batch_size`` samples) is, by default, one more step of
 its true size (its loss is the mean over its own samples, exactly what a
 per-step loop does), so every sample is seen every epoch and the epoch's mean
@@ -21,9 +24,10 @@ needed to detect divergence and for early stopping).
 
 Data parallelism (``fit(..., mesh=mesh)``, see ``funcnn.parallel``): the data
 and the state are replicated on the mesh, the epoch's permutation is the
-single-device one, and the ``[nb, B, d]`` minibatches are constrained to be
-split along the mesh's ``"data"`` axis, so each step's gradient is summed by
-XLA across devices (one all-reduce per step). ``B`` must be a multiple of the
+single-device one, and each step's ``[B, d]`` minibatch is constrained to be
+split along the mesh's ``"data"`` axis (each device gathers its own rows), so
+each step's gradient is summed by XLA across devices (one all-reduce per
+step). ``B`` must be a multiple of the
 device count. A last partial batch whose size is not such a multiple runs
 unsplit (every device computes it whole; same result, no speed-up for it).
 """
@@ -38,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from funcnn import _checks, data as _data, parallel
+from funcnn import _checks, data as _data, parallel, shuffle
 from funcnn.optim import GradientTransformation, apply_updates
 
 Array = jax.Array
@@ -149,41 +153,55 @@ def make_train_step(net, opt: GradientTransformation, grad: str = "manual"):
     return jax.jit(step, donate_argnums=0)
 
 
+def _order_key(state: TrainState) -> Array:
+    return jax.random.fold_in(jax.random.fold_in(state.rng, 1), state.step)
+
+
 def epoch_permutation(state: TrainState, n: int) -> Array:
-    """The sample order of the epoch that starts at ``state.step``: ``[n]`` int."""
-    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state.rng, 1), state.step), n)
+    """The sample order of the epoch that starts at ``state.step``: ``[n]`` int32."""
+    return shuffle.permutation(_order_key(state), n)
 
 
-def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None):
+def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None, gather_per_step=False):
+    """``epoch(state, x, y, lr_scale=None) -> (state, losses)``; see ``make_epoch``.
+
+    ``gather_per_step=False`` gathers the whole shuffled set once (one copy of
+    ``x``, the fastest on CPU: one large gather costs less than ``n / B``
+    small ones); ``True`` gathers each step's rows inside the scan, never
+    copying the set, which ``fit_many`` needs (K models, K orders: a
+    per-epoch gather would hold K copies).
+    """
     body = _step_body(net, opt, grad)
+    split = rows = None  # shardings of [steps, B, ...] and [B, ...] batches on the mesh
+    ndev = 1
     if mesh is not None:
-        split = NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))  # [nb, B/devices, ...]
-        rows = NamedSharding(mesh, PartitionSpec(parallel.DATA_AXIS))  # [r/devices, ...]
+        split = NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS))
+        rows = NamedSharding(mesh, PartitionSpec(parallel.DATA_AXIS))
         ndev = parallel.num_data_devices(mesh)
 
-    def epoch(state, x, y, lr_scale=None):
+    def take(i, x, y, sharding):
+        # Rows i of x and y; i comes from a permutation: in bounds and unique.
+        xy = tuple(a.at[i].get(mode="promise_in_bounds", unique_indices=True) for a in (x, y))
+        return xy if sharding is None else tuple(jax.lax.with_sharding_constraint(a, sharding) for a in xy)
+
+    def epoch(state, x, y, lr_scale=None, order_key=None):
         n = x.shape[0]
         nb, r = divmod(n, batch_size)
-        perm = epoch_permutation(state, n)
-        xs, ys = x[perm], y[perm]  # one gather per epoch, on device
         full = nb * batch_size
-        xb = xs[:full].reshape((nb, batch_size) + x.shape[1:])  # [nb, B, d]
-        yb = ys[:full].reshape((nb, batch_size) + y.shape[1:])
-        if mesh is not None:
-            xb, yb = (jax.lax.with_sharding_constraint(a, split) for a in (xb, yb))
         k = nb if num_steps is None else min(num_steps, nb)
-
-        def scan_step(s, batch):
-            s, loss = body(s, batch[0], batch[1], lr_scale)
-            return s, loss
-
-        state, losses = jax.lax.scan(scan_step, state, (xb[:k], yb[:k]))  # losses: [k]
+        perm = shuffle.permutation(_order_key(state) if order_key is None else order_key, n)
+        idx = perm[:k * batch_size].reshape(k, batch_size)  # [k, B]: step i trains on rows idx[i]
+        if gather_per_step:
+            def scan_step(s, i):
+                return body(s, *take(i, x, y, rows), lr_scale)
+            state, losses = jax.lax.scan(scan_step, state, idx)  # losses: [k]
+        else:
+            batches = take(idx, x, y, split)  # [k, B, ...] each
+            state, losses = jax.lax.scan(lambda s, b: body(s, *b, lr_scale), state, batches)
         if r and not drop_last and (num_steps is None or num_steps > nb):
-            xl, yl = xs[full:], ys[full:]
-            if mesh is not None and r % ndev == 0:
-                xl, yl = (jax.lax.with_sharding_constraint(a, rows) for a in (xl, yl))
-            state, last = body(state, xl, yl, lr_scale)
-            losses = jnp.concatenate([losses, last[None]])
+            state, loss = body(state, *take(perm[full:], x, y, rows if r % ndev == 0 else None),
+                               lr_scale)
+            losses = jnp.concatenate([losses, loss[None]])
         return state, losses
 
     return epoch
@@ -216,11 +234,33 @@ def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str =
     """
     _checks.positive_int("batch_size", batch_size)
     _value_and_grad(net, grad)
+    return _jit_on(mesh, _epoch_body(net, opt, grad, batch_size, drop_last, mesh=mesh))
+
+
+def _jit_on(mesh, fn):
+    """``jax.jit(fn)``; on a mesh, every output is replicated on it."""
     if mesh is None:
-        return jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last))
-    parallel.check_batch_size(mesh, batch_size)
-    return jax.jit(_epoch_body(net, opt, grad, batch_size, drop_last, mesh=mesh),
-                   out_shardings=parallel.replicated_sharding(mesh))
+        return jax.jit(fn)
+    return jax.jit(fn, out_shardings=parallel.replicated_sharding(mesh))
+
+
+@functools.lru_cache(maxsize=128)
+def _epoch_then_evaluate(net, opt, batch_size, grad, drop_last, mesh):
+    """``fit``'s epoch with validation: ``(state, x, y, xv, yv) -> (state, losses, (loss, accuracy))``.
+
+    One program instead of ``make_epoch`` followed by the evaluation: each
+    XLA compilation has a fixed cost (about 0.1 s on CPU), which a cold
+    start pays once instead of twice.
+    """
+    if mesh is not None:
+        parallel.check_batch_size(mesh, batch_size)
+    epoch, evaluate = _epoch_body(net, opt, grad, batch_size, drop_last, mesh=mesh), _evaluate_body(net)
+
+    def run(state, x, y, xv, yv):
+        state, losses = epoch(state, x, y)
+        return state, losses, evaluate(state.params, xv, yv)
+
+    return _jit_on(mesh, run)
 
 
 def _step_sizes(n: int, batch_size: int, drop_last: bool) -> np.ndarray:
@@ -234,8 +274,7 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else math.ceil(n / batch_size)
 
 
-@functools.lru_cache(maxsize=128)
-def _eval_fn(net):
+def _evaluate_body(net):
     def evaluate(params, x, y):
         loss = net.loss(params, x, y)
         if net.spec.output == "identity":
@@ -247,7 +286,12 @@ def _eval_fn(net):
             truth = (y > 0.5).astype(jnp.int32)
         return loss, jnp.mean(pred == truth)
 
-    return jax.jit(evaluate)
+    return evaluate
+
+
+@functools.lru_cache(maxsize=128)
+def _eval_fn(net):
+    return jax.jit(_evaluate_body(net))
 
 
 def evaluate(net, params, x, y) -> dict:
@@ -352,16 +396,17 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
     if mesh is not None:
         state = parallel.replicate(mesh, state)
 
-    run_epoch = make_epoch(net, opt, batch_size=batch_size, grad=grad, drop_last=drop_last, mesh=mesh)
+    if validation is None:
+        run_epoch = make_epoch(net, opt, batch_size=batch_size, grad=grad, drop_last=drop_last, mesh=mesh)
+    else:
+        run_epoch = functools.partial(_epoch_then_evaluate(net, opt, batch_size, grad, drop_last, mesh),
+                                      xv=xv, yv=yv)
     sizes = _step_sizes(x.shape[0], batch_size, drop_last)
     history = History([], [], [], None, False)
     best = (np.inf, None)  # (validation loss, params)
     since_best = 0
     for epoch in range(epochs):
-        new_state, losses = run_epoch(state, x, y)
-        fetched = [losses]
-        if validation is not None:
-            fetched.append(_eval_fn(net)(new_state.params, xv, yv))
+        new_state, *fetched = run_epoch(state, x, y)  # fetched: [losses] or [losses, (val loss, val acc)]
         fetched = jax.device_get(fetched)  # the one host sync per epoch
         losses = fetched[0]
         if not np.all(np.isfinite(losses)):
@@ -415,15 +460,25 @@ def _gather_rows(mesh, data):
 
 
 @functools.lru_cache(maxsize=64)
-def _many_epoch(net, opt, grad, batch_size, drop_last):
-    body = _epoch_body(net, opt, grad, batch_size, drop_last)
-    # Models differ in state (seed) and learning-rate factor; the data is shared.
-    return jax.jit(jax.vmap(body, in_axes=(0, None, None, 0)))
+def _many_epoch(net, opt, grad, batch_size, drop_last, shared_order=False):
+    body = _epoch_body(net, opt, grad, batch_size, drop_last, gather_per_step=True)
+    # Models differ in state (seed) and learning-rate factor; the data is shared
+    # and each step gathers each model's rows (no per-model copy of the set).
+    if not shared_order:
+        return jax.jit(jax.vmap(body, in_axes=(0, None, None, 0)))
+    many = jax.vmap(body, in_axes=(0, None, None, 0, None))
+
+    def epoch(states, x, y, lr_scales):
+        # Model 0's order for all: each step's batch is one [B, d] array, so
+        # XLA computes the first layer of all K models as one [B, d] x [d, K*h] matmul.
+        return many(states, x, y, lr_scales, _order_key(jax.tree.map(lambda a: a[0], states)))
+
+    return jax.jit(epoch)
 
 
 def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch_size: int,
              lr_scales=None, validation=None, grad: str = "manual", drop_last: bool = False,
-             dtype=jnp.float32):
+             dtype=jnp.float32, shared_order: bool = False):
     """Trains K models at once in one compiled program (``vmap`` over models).
 
     Model k is initialised and shuffled from ``keys[k]`` and its updates are
@@ -432,9 +487,19 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     learning rate ``lr * lr_scales[k]``. Each model equals the same network
     trained alone by ``fit`` with that key (up to float rounding).
 
+    With ``shared_order=True`` every model sees the batches in model 0's
+    order (common random numbers: models then differ only in their
+    initialisation, dropout and learning rate, which is what a sweep
+    compares). Each step then has one ``[B, d]`` batch for all models, so the
+    first layer of all K models is one matmul, which is faster. Without
+    dropout, model k equals ``fit`` from its own initial state with model 0's
+    ``rng`` swapped in (``state._replace(rng=...)``: ``rng`` drives the
+    shuffle; dropout masks stay each model's own).
+
     Args:
       keys: ``[K]`` array of ``jax.random`` keys (e.g. ``jax.random.split(key, K)``).
       lr_scales: optional ``[K]`` learning-rate factors (default all 1).
+      shared_order: all models use model 0's batch order (see above).
       other arguments: as for ``fit`` (no early stopping or resume).
 
     Returns:
@@ -451,7 +516,7 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     if scales.shape != (K,):
         raise ValueError(f"lr_scales must have shape ({K},) like keys; got {scales.shape}.")
     states = jax.vmap(lambda k: init_state(net, opt, key=k, dtype=dtype))(keys)
-    run = _many_epoch(net, opt, grad, batch_size, drop_last)
+    run = _many_epoch(net, opt, grad, batch_size, drop_last, bool(shared_order))
     evaluate_many = jax.vmap(_eval_fn(net), in_axes=(0, None, None)) if validation is not None else None
     if validation is not None:
         xv, yv = _prepare(net, validation, dtype, "validation")

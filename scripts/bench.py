@@ -78,7 +78,7 @@ def plain_scan_epoch(batch, shuffle=False):
     """The baseline: jax.grad + SGD scanned over an epoch, optionally reshuffled like funcnn's epoch."""
     @jax.jit
     def epoch(params, x, y, key):
-        if shuffle:  # the same on-device shuffle funcnn does every epoch
+        if shuffle:  # the usual on-device shuffle (a sort; funcnn's is funcnn.shuffle.permutation)
             perm = jax.random.permutation(key, x.shape[0])
             x, y = x[perm], y[perm]
         nb = x.shape[0] // batch
@@ -200,8 +200,7 @@ def bench_size(size, repeats, k_models):
     res["plain jax.grad + SGD, epoch in lax.scan"] = n / median_time(lambda: plain_epoch(params, x, y, key),
                                                                      repeats)
     shuffled = plain_scan_epoch(batch, shuffle=True)
-    res["plain jax.grad + SGD, lax.scan + shuffle"] = n / median_time(lambda: shuffled(params, x, y, key),
-                                                                      repeats)
+    res["plain, lax.scan + random.permutation"] = n / median_time(lambda: shuffled(params, x, y, key), repeats)
     pstep = jax.jit(plain_sgd_step)
 
     def ploop():
@@ -225,9 +224,13 @@ def bench_size(size, repeats, k_models):
         epoch = train.make_epoch(net, opt, batch_size=batch, drop_last=True)
         singles = [train.init_state(net, opt, key=k) for k in keys]
         t_seq = median_time(lambda: [epoch(s, x, y)[0] for s in singles], repeats)
+        shared = train._many_epoch(net, opt, "manual", batch, True, True)
+        t_shared = median_time(lambda: shared(states, x, y, scales)[0], repeats)
         res[f"funcnn {k_models} models under vmap (aggregate)"] = k_models * n / t_many
+        res[f"funcnn {k_models} models under vmap, shared order"] = k_models * n / t_shared
         res[f"funcnn {k_models} models one after another (aggregate)"] = k_models * n / t_seq
         extra["vmap_speedup"] = t_seq / t_many
+        extra["vmap_speedup_shared_order"] = t_seq / t_shared
     return res, extra
 
 

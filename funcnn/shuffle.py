@@ -1,0 +1,71 @@
+"""Keyed permutations for reshuffling the training set every epoch, without a sort.
+
+``jax.random.permutation(key, n)`` draws a uniform permutation by sorting
+random keys, in two rounds of sort for ``n`` above a few thousand. On CPU
+that sort costs more than a third of a digits-sized epoch (about 5 ms for
+16k rows on a 2-core x86 machine; the epoch's 512 steps take about 17 ms).
+
+``permutation(key, n)`` is a keyed pseudorandom permutation instead: an
+8-round balanced Feistel network over ``m = 2**b >= n`` indices (``b`` even,
+``m < 4 n``), each round ``(L, R) -> (R, L ^ F(R ^ k_r) & mask)`` with the
+murmur3 finaliser as ``F`` and round keys ``k_r`` drawn from ``key``. A
+Feistel network is a bijection of ``[0, m)`` for any round function; the
+outputs below ``n``, kept in order with one cumulative sum and one scatter,
+are a permutation of ``[0, n)``. All of it is elementwise work, about 0.13 ms
+for 16k rows on the same machine, and identical on every backend.
+
+What it is and is not: every index appears exactly once (tested for every
+``n`` below 18 and on both sides of even powers of two up to 65536), and orders are spread like uniform
+ones (chi-squared tests over all ``n!`` orders for ``n <= 6`` and over
+positions for larger ``n``, in ``tests/test_shuffle.py``). It does not draw
+exactly uniformly from all ``n!`` orders (no keyed family this cheap does),
+which SGD's reshuffling does not need. Use ``jax.random.permutation`` where
+exact uniformity matters.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROUNDS = 8  # 4 leave visible bias in small-n chi-squared tests; 8 pass them (tests/test_shuffle.py)
+MAX_N = 2**30  # the Feistel domain (< 4 n indices) must fit uint32; larger n sorts instead
+
+
+def _mix(v):
+    """The murmur3 32-bit finaliser: a fast bijective avalanche of ``uint32``."""
+    v = v ^ (v >> 16)
+    v = v * jnp.uint32(0x85EBCA6B)
+    v = v ^ (v >> 13)
+    v = v * jnp.uint32(0xC2B2AE35)
+    return v ^ (v >> 16)
+
+
+def permutation(key, n: int) -> jax.Array:
+    """A permutation of ``[0, n)`` determined by ``key``: ``[n]`` int32.
+
+    Jittable (``n`` is static) and vmappable over ``key``. Same key, same
+    order, on every backend.
+
+    Args:
+      key: a ``jax.random`` key.
+      n: number of indices, ``n >= 0`` (a Python int).
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0; got {n}.")
+    if n > MAX_N:
+        return jax.random.permutation(key, n).astype(jnp.int32)
+    bits = max(2, int(np.ceil(np.log2(max(n, 2)))))
+    bits += bits % 2  # balanced halves
+    half = bits // 2
+    mask = jnp.uint32((1 << half) - 1)
+    round_keys = jax.random.bits(key, (ROUNDS,), jnp.uint32)
+    i = jnp.arange(1 << bits, dtype=jnp.uint32)
+    left, right = i >> half, i & mask
+    for r in range(ROUNDS):
+        left, right = right, left ^ (_mix(right ^ round_keys[r]) & mask)
+    v = (left << half) | right  # a permutation of [0, 2**bits)
+    keep = v < n
+    slot = jnp.where(keep, jnp.cumsum(keep, dtype=jnp.int32) - 1, n)  # n: out of bounds, dropped
+    return jnp.zeros((n,), jnp.int32).at[slot].set(v.astype(jnp.int32), mode="drop")
