@@ -7,13 +7,14 @@ Public API (one obvious place for each thing)::
     funcnn.activations, losses, initializers   the pieces a network is built from
     funcnn.optim                           optimizers, schedules, clipping, L-BFGS (no optax)
     funcnn.train                           TrainState, make_train_step, make_epoch, fit, fit_many
+    funcnn.shuffle                         the keyed, sort-free permutation each epoch is shuffled with
     funcnn.data, funcnn.metrics            datasets, splits, readers; accuracy, F1, R^2, ...
     funcnn.checkpoint, funcnn.config       safe checkpoints; typed TOML configs
     funcnn.parallel                        data-parallel meshes, multi-host initialisation
     funcnn.plots                           optional matplotlib figures (needs the "plot" extra)
 """
 from funcnn import (activations, checkpoint, config, data, gradcheck, initializers, losses, metrics, optim,
-                    parallel, train)
+                    parallel, shuffle, train)
 from funcnn.gradcheck import GradcheckReport
 from funcnn.mlp import MLP, Cache, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
 
@@ -37,6 +38,7 @@ __all__ = [
     "mlp",
     "optim",
     "parallel",
+    "shuffle",
     "spec_from_dict",
     "train",
     "with_manual_vjp",

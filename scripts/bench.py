@@ -1,8 +1,11 @@
 """Training throughput benchmark: funcnn against plain JAX, NumPy and (if installed) peers.
 
-A benchmark, not a test: one process, warm-up then the median of repeats, every
-result blocked on the device (``block_until_ready``) before the clock stops.
-Ratios are taken between candidates measured in this same run.
+A benchmark, not a test: one process; every candidate is warmed up, then the
+candidates are timed round-robin (each repeat times each once) and the median
+of the repeats is kept, every result blocked on the device
+(``block_until_ready``) before the clock stops. Ratios are taken between
+candidates measured in this same run, interleaved, so a slow spell of the
+machine does not favour whichever candidate ran before it.
 
     python scripts/bench.py                   # both sizes, table + JSON in bench_results/
     python scripts/bench.py --size digits --repeats 5
@@ -13,11 +16,13 @@ they are never dependencies of the library.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -35,14 +40,28 @@ SIZES = {
     "mnist": dict(sizes=(784, 512, 512, 10), batch=128, n=128 * 48),
 }
 LR = 0.01
+BASELINE = "plain jax.grad + SGD, epoch in lax.scan"
+FLAX = "flax+optax jitted step loop"
 
 
 def gemm_peak(repeats):
-    """float32 GFLOP/s of a large square matmul: the machine's practical peak."""
+    """float32 GFLOP/s of a large square matmul, best of ``repeats``: the machine's practical peak."""
     n = 2048
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     f = jax.jit(lambda a: a @ a)
-    return 2 * n**3 / median_time(lambda: f(a), repeats) / 1e9
+    return 2 * n**3 / median_time(lambda: f(a), repeats, stat=np.min) / 1e9
+
+
+def batched_gemm_gflops(k, batch, width, repeats):
+    """float32 GFLOP/s of K independent [B, h] x [h, h] matmuls in one batched dot.
+
+    The hidden layers of K vmapped models are exactly this: its rate bounds
+    what vmap can deliver at that shape, however little overhead remains.
+    """
+    a = jax.random.normal(jax.random.key(0), (k, batch, width), jnp.float32)
+    w = jax.random.normal(jax.random.key(1), (k, width, width), jnp.float32)
+    f = jax.jit(lambda a, w: jnp.einsum("kbh,khj->kbj", a, w))
+    return 2 * k * batch * width * width / median_time(lambda: f(a, w), repeats, stat=np.min) / 1e9
 
 
 def flops_per_sample(sizes):
@@ -110,8 +129,8 @@ def numpy_epoch(params, x, y, batch):
     return P
 
 
-def peers(cfg, x, y, repeats):
-    """Flax linen + Optax jitted step loop, PyTorch eager: only when installed."""
+def peers(cfg, x, y):
+    """Flax linen + Optax jitted step loop, PyTorch eager (only when installed): name -> one epoch."""
     out = {}
     n, batch, sizes = x.shape[0], cfg["batch"], cfg["sizes"]
     try:
@@ -142,7 +161,7 @@ def peers(cfg, x, y, repeats):
             for i in range(0, n - batch + 1, batch):
                 p, s = step(p, s, x[i:i + batch], y[i:i + batch])
             return p
-        out["flax+optax jitted step loop"] = n / median_time(run, repeats)
+        out[FLAX] = run
     except ImportError:
         pass
     try:
@@ -154,14 +173,14 @@ def peers(cfg, x, y, repeats):
             layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
         tnet = torch.nn.Sequential(*layers, torch.nn.Linear(sizes[-2], sizes[-1]))
         topt = torch.optim.SGD(tnet.parameters(), lr=LR)
-        tx, ty = torch.from_numpy(np.array(x)), torch.from_numpy(np.asarray(y).astype(np.int64))
+        xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.asarray(y).astype(np.int64))
 
         def run_torch():
             for i in range(0, n - batch + 1, batch):
                 topt.zero_grad()
-                torch.nn.functional.cross_entropy(tnet(tx[i:i + batch]), ty[i:i + batch]).backward()
+                torch.nn.functional.cross_entropy(tnet(xt[i:i + batch]), yt[i:i + batch]).backward()
                 topt.step()
-        out["pytorch eager"] = n / median_time(lambda: run_torch() or jnp.zeros(()), repeats)
+        out["pytorch eager"] = lambda: run_torch() or jnp.zeros(())
     except ImportError:
         pass
     return out
@@ -170,37 +189,51 @@ def peers(cfg, x, y, repeats):
 # ------------------------------------------------------------------ funcnn candidates
 
 
+def interleaved_times(candidates, repeats):
+    """Median seconds per call of each ``name -> fn``, timed round-robin.
+
+    Every candidate is warmed up (compiled) first; then each repeat times every
+    candidate once, so a slow spell of the machine hits all of them alike and
+    the ratios within a run stay fair.
+    """
+    for fn in candidates.values():
+        jax.block_until_ready(fn())
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
 def bench_size(size, repeats, k_models):
     cfg, x, y = problem(size)
     n, batch = x.shape[0], cfg["batch"]
     net = funcnn.mlp(list(cfg["sizes"]), hidden="relu")
     opt = optim.sgd(LR)
     state0 = train.init_state(net, opt, key=jax.random.key(0))
-    res = {}
-
-    def copy_state():
-        return jax.tree.map(jnp.array, state0)
+    cands = {}  # name -> (one call, samples it trains)
 
     for grad in ("manual", "autodiff"):
         epoch = train.make_epoch(net, opt, batch_size=batch, grad=grad, drop_last=True)
-        res[f"funcnn epoch ({grad} grads)"] = n / median_time(lambda: epoch(state0, x, y)[0], repeats)
+        cands[f"funcnn epoch ({grad} grads)"] = (functools.partial(epoch, state0, x, y), n)
 
     step = train.make_train_step(net, opt, "manual")
 
     def loop():
-        s = copy_state()
+        s = jax.tree.map(jnp.array, state0)  # the step donates its state: start from a copy
         for i in range(0, n - batch + 1, batch):
             s, _ = step(s, x[i:i + batch], y[i:i + batch])
         return s
-    res["funcnn step per Python call (manual)"] = n / median_time(loop, repeats)
+    cands["funcnn step per Python call (manual)"] = (loop, n)
 
     params = state0.params
     key = jax.random.key(0)
     plain_epoch = plain_scan_epoch(batch)  # built once: a new jit per call would recompile every time
-    res["plain jax.grad + SGD, epoch in lax.scan"] = n / median_time(lambda: plain_epoch(params, x, y, key),
-                                                                     repeats)
+    cands[BASELINE] = (functools.partial(plain_epoch, params, x, y, key), n)
     shuffled = plain_scan_epoch(batch, shuffle=True)
-    res["plain, lax.scan + random.permutation"] = n / median_time(lambda: shuffled(params, x, y, key), repeats)
+    cands["plain, lax.scan + random.permutation"] = (functools.partial(shuffled, params, x, y, key), n)
     pstep = jax.jit(plain_sgd_step)
 
     def ploop():
@@ -208,29 +241,42 @@ def bench_size(size, repeats, k_models):
         for i in range(0, n - batch + 1, batch):
             p = pstep(p, x[i:i + batch], y[i:i + batch])
         return p
-    res["plain jax.grad jitted step, Python loop"] = n / median_time(ploop, repeats)
+    cands["plain jax.grad jitted step, Python loop"] = (ploop, n)
     xn, yn = np.asarray(x), np.asarray(y)
-    res["numpy from scratch"] = n / median_time(lambda: numpy_epoch(params, xn, yn, batch) and jnp.zeros(()),
-                                                max(1, repeats // 2))
-    res.update(peers(cfg, x, y, repeats))
+    # NumPy's BLAS and PyTorch's OpenMP threads spin-wait after each call and
+    # would slow whatever runs next on 2 cores: they are timed apart, after the JAX ones.
+    apart = {"numpy from scratch": lambda: numpy_epoch(params, xn, yn, batch) and jnp.zeros(())}
+    peer = peers(cfg, x, y)
+    if FLAX in peer:
+        cands[FLAX] = (peer.pop(FLAX), n)
+    apart.update(peer)  # pytorch
 
-    extra = {}
+    times = interleaved_times({name: fn for name, (fn, _) in cands.items()}, repeats)
+    res = {name: samples / times[name] for name, (_, samples) in cands.items()}
+    res.update((name, n / median_time(fn, repeats)) for name, fn in apart.items())
+
+    extra, cands = {}, {}  # the K-model candidates form a group of their own (their buffers slow the others)
     if k_models:
         keys = jax.random.split(jax.random.key(1), k_models)
-        many = train._many_epoch(net, opt, "manual", batch, True)
         states = jax.vmap(lambda k: train.init_state(net, opt, key=k))(keys)
         scales = jnp.ones((k_models,), jnp.float32)
-        t_many = median_time(lambda: many(states, x, y, scales)[0], repeats)
         epoch = train.make_epoch(net, opt, batch_size=batch, drop_last=True)
         singles = [train.init_state(net, opt, key=k) for k in keys]
-        t_seq = median_time(lambda: [epoch(s, x, y)[0] for s in singles], repeats)
-        shared = train._many_epoch(net, opt, "manual", batch, True, True)
-        t_shared = median_time(lambda: shared(states, x, y, scales)[0], repeats)
-        res[f"funcnn {k_models} models under vmap (aggregate)"] = k_models * n / t_many
-        res[f"funcnn {k_models} models under vmap, shared order"] = k_models * n / t_shared
-        res[f"funcnn {k_models} models one after another (aggregate)"] = k_models * n / t_seq
-        extra["vmap_speedup"] = t_seq / t_many
-        extra["vmap_speedup_shared_order"] = t_seq / t_shared
+        for shared, label in ((False, ""), (True, ", shared order")):
+            many = train._many_epoch(net, opt, "manual", batch, True, shared)
+            cands[f"funcnn {k_models} models under vmap{label}"] = (
+                functools.partial(many, states, x, y, scales), k_models * n)
+        cands[f"funcnn {k_models} models one after another"] = (
+            lambda: [epoch(s, x, y)[0] for s in singles], k_models * n)
+
+        times = interleaved_times({name: fn for name, (fn, _) in cands.items()}, repeats)
+        res.update((name, samples / times[name]) for name, (_, samples) in cands.items())
+        seq = res[f"funcnn {k_models} models one after another"]
+        extra["vmap_speedup"] = res[f"funcnn {k_models} models under vmap"] / seq
+        extra["vmap_speedup_shared_order"] = res[f"funcnn {k_models} models under vmap, shared order"] / seq
+        # The most vmap could give at this shape: batched-GEMM rate over the sequential runs' rate.
+        extra["vmap_ceiling"] = (batched_gemm_gflops(k_models, batch, cfg["sizes"][1], repeats)
+                                 / (seq * flops_per_sample(cfg["sizes"]) / 1e9))
     return res, extra
 
 
@@ -268,7 +314,7 @@ def main():
         res, extra = bench_size(size, args.repeats, args.models if size == "digits" else 0)
         cfg = SIZES[size]
         fps = flops_per_sample(cfg["sizes"])
-        base = res["plain jax.grad + SGD, epoch in lax.scan"]
+        base = res[BASELINE]
         print(f"\n{size}: {'-'.join(map(str, cfg['sizes']))}, batch {cfg['batch']}, float32, "
               f"{cfg['n']} samples per epoch, SGD")
         print(f"{'candidate':<48} {'samples/s':>12} {'vs plain scan':>14} {'of GEMM peak':>13}")
