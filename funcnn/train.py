@@ -10,9 +10,10 @@ and a resumed run draws exactly what the uninterrupted run would have drawn::
 
 An epoch (``make_epoch``) draws the epoch's order on device
 (``funcnn.shuffle.permutation``: a keyed Feistel permutation, no sort),
-reshapes it into ``n // batch_size`` rows of indices and ``lax.scan``s the
-step over them; each step gathers its own minibatch (``x[idx]``), so no
-shuffled copy of the data set is ever made. The last
+reshapes it into ``n // batch_size`` rows of indices, gathers those
+minibatches in one gather and ``lax.scan``s the step over them
+(``fit_many`` gathers inside each step instead, so K models never hold K
+shuffled copies of the data). The last
 partial batch (``n % batch_size`` samples) is, by default, one more step of
 its true size (its loss is the mean over its own samples, exactly what a
 per-step loop does), so every sample is seen every epoch and the epoch's mean
@@ -163,7 +164,9 @@ def epoch_permutation(state: TrainState, n: int) -> Array:
 
 
 def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None, gather_per_step=False):
-    """``epoch(state, x, y, lr_scale=None) -> (state, losses)``; see ``make_epoch``.
+    """``epoch(state, x, y, lr_scale=None, order_key=None) -> (state, losses)``; see ``make_epoch``.
+
+    ``order_key`` replaces the state's shuffle key (``fit_many(shared_order=True)``).
 
     ``gather_per_step=False`` gathers the whole shuffled set once (one copy of
     ``x``, the fastest on CPU: one large gather costs less than ``n / B``
@@ -234,6 +237,8 @@ def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str =
     """
     _checks.positive_int("batch_size", batch_size)
     _value_and_grad(net, grad)
+    if mesh is not None:
+        parallel.check_batch_size(mesh, batch_size)
     return _jit_on(mesh, _epoch_body(net, opt, grad, batch_size, drop_last, mesh=mesh))
 
 
