@@ -84,6 +84,11 @@ def devices():
         out["bad_batch_error"] = None
     except ValueError as e:
         out["bad_batch_error"] = str(e)
+    try:  # make_epoch checks too, before tracing anything
+        train.make_epoch(net, opt, batch_size=10, mesh=mesh4)
+        out["bad_batch_error_make_epoch"] = None
+    except ValueError as e:
+        out["bad_batch_error_make_epoch"] = str(e)
     print(json.dumps(out))
 
 

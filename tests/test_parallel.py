@@ -77,7 +77,8 @@ def test_mesh_of_4_and_2_devices_trains_the_1_device_parameters():
     assert r["shard_spec"] == "P('data',)" and r["shard_shapes"] == [[25, 6]] * 4
     assert r["per_device_batch"] and r["all_reduce_has_grads"] and r["all_reduce_lines"] == 2
     assert r["state_spec"] == "P()" and r["state_devices"] == 2  # replicated on the 2-device mesh
-    assert "batch_size=10" in r["bad_batch_error"] and "4 devices" in r["bad_batch_error"]
+    for key in ("bad_batch_error", "bad_batch_error_make_epoch"):
+        assert r[key] is not None and "batch_size=10" in r[key] and "4 devices" in r[key], key
 
 
 def _reference_params():
