@@ -20,8 +20,10 @@ per-step loop does), so every sample is seen every epoch and the epoch's mean
 loss weights each step by its batch size. ``drop_last=True`` skips it.
 
 Nothing here synchronises with the host inside compiled code: per-step losses
-stay on device and ``fit`` fetches them once per epoch (a CPU-GPU sync point,
-needed to detect divergence and for early stopping).
+stay on device and ``fit`` fetches them once per epoch (needed to detect
+divergence and for early stopping), after it has dispatched the next epoch,
+so the device keeps working while the host looks at the losses and runs the
+callback.
 
 Data parallelism (``fit(..., mesh=mesh)``, see ``funcnn.parallel``): the data
 and the state are replicated on the mesh, the epoch's permutation is the
@@ -312,6 +314,18 @@ def evaluate(net, params, x, y) -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _check_shapes(net, dtype, x, y):
+    """The network's trace-time shape checks on ``x``, ``y`` (``ShapeDtypeStruct``s), before any work.
+
+    Cached: tracing ``init`` and ``loss`` for shapes costs milliseconds, which
+    a sweep of short fits would pay on every call. A failing check raises and
+    is not cached.
+    """
+    params = jax.eval_shape(functools.partial(net.init, jax.random.key(0), dtype=dtype))
+    jax.eval_shape(net.loss, params, x, y)
+
+
 def _prepare(net, data, dtype, name):
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(f"{name} must be an (x, y) pair; got {type(data).__name__}.")
@@ -323,9 +337,8 @@ def _prepare(net, data, dtype, name):
     x = x.astype(dtype)
     if jnp.issubdtype(y.dtype, jnp.floating):
         y = y.astype(dtype)
-    # Trace-time shape checks of the network, run once here before any work.
-    params = jax.eval_shape(lambda: net.init(jax.random.key(0), dtype=dtype))  # shapes only, no work
-    jax.eval_shape(net.loss, params, x, y)
+    _check_shapes(net, jnp.dtype(dtype), jax.ShapeDtypeStruct(x.shape, x.dtype),
+                  jax.ShapeDtypeStruct(y.shape, y.dtype))
     _checks.finite(f"{name} y", y) if jnp.issubdtype(y.dtype, jnp.floating) else \
         _checks.labels_in_range(f"{name} y", y, net.spec.sizes[-1])
     return x, y
@@ -410,8 +423,14 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
     history = History([], [], [], None, False)
     best = (np.inf, None)  # (validation loss, params)
     since_best = 0
+    pending = run_epoch(state, x, y)
     for epoch in range(epochs):
-        new_state, *fetched = run_epoch(state, x, y)  # fetched: [losses] or [losses, (val loss, val acc)]
+        new_state, *fetched = pending  # fetched: [losses] or [losses, (val loss, val acc)]
+        if epoch + 1 < epochs:
+            # Dispatch the next epoch before waiting on this one: the device never
+            # idles while the host checks losses or runs the callback. If this epoch
+            # diverged or stops the run early, that next epoch is discarded unseen.
+            pending = run_epoch(new_state, x, y)
         fetched = jax.device_get(fetched)  # the one host sync per epoch
         losses = fetched[0]
         if not np.all(np.isfinite(losses)):

@@ -219,6 +219,10 @@ def bench_size(size, repeats, k_models):
         epoch = train.make_epoch(net, opt, batch_size=batch, grad=grad, drop_last=True)
         cands[f"funcnn epoch ({grad} grads)"] = (functools.partial(epoch, state0, x, y), n)
 
+    def fit5():  # the whole user-facing call: checks, init, 5 epochs, one host sync per epoch
+        return train.fit(net, opt, (x, y), epochs=5, batch_size=batch, key=jax.random.key(0), drop_last=True)[0]
+    cands["funcnn fit, 5 epochs per call (manual)"] = (fit5, 5 * n)
+
     step = train.make_train_step(net, opt, "manual")
 
     def loop():
