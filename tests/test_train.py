@@ -171,6 +171,19 @@ def test_fit_many_never_copies_the_data_set(shared_order):
     assert temp < x.nbytes, (temp, x.nbytes)
 
 
+def test_epochs_after_the_first_never_retrace():
+    # The optimizer's update runs inside the scanned step: counting its traces
+    # counts traces of the epoch. 5 epochs, then a second fit: traced once in all.
+    x, y = _toy(n=40, dtype=jnp.float32)
+    sgd = optim.sgd(0.1)
+    opt = optim.GradientTransformation(sgd.init, chex.assert_max_traces(sgd.update, n=1))
+    for seed in range(2):
+        train.fit(NET, opt, (x, y), epochs=5, batch_size=8, key=jax.random.key(seed))
+    # ...and the counter does fire: a new batch size is a new program, a second trace.
+    with pytest.raises(AssertionError, match="traced > 1 times"):
+        train.fit(NET, opt, (x, y), epochs=1, batch_size=5, key=jax.random.key(0))
+
+
 def test_second_fit_with_same_network_and_optimizer_compiles_nothing():
     x, y = _toy(n=40, dtype=jnp.float32)
     opt = optim.sgd(0.1)
