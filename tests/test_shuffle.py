@@ -33,7 +33,7 @@ def order_chi2(n, count):
 
 
 # Every small n, and both sides of each power of two (where the Feistel domain doubles).
-SIZES = list(range(0, 18)) + [2**k + d for k in (6, 8, 10, 12, 14, 16) for d in (-1, 0, 1)]
+SIZES = list(range(0, 13)) + [2**k + d for k in (6, 8, 12, 16) for d in (-1, 0, 1)]
 
 
 def test_is_a_permutation():
