@@ -180,7 +180,7 @@ def test_epochs_after_the_first_never_retrace():
     for seed in range(2):
         train.fit(NET, opt, (x, y), epochs=5, batch_size=8, key=jax.random.key(seed))
     # ...and the counter does fire: a new batch size is a new program, a second trace.
-    with pytest.raises(AssertionError, match="traced > 1 times"):
+    with pytest.raises(AssertionError, match="traced"):  # chex: "...function was traced > 1 times..."
         train.fit(NET, opt, (x, y), epochs=1, batch_size=5, key=jax.random.key(0))
 
 
