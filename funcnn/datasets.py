@@ -34,6 +34,7 @@ __all__ = ["make_two_lines", "make_xor", "make_sine", "make_moons", "make_spiral
 # Class 1: |s| <= HALF_WIDTH - MARGIN; class 0: HALF_WIDTH + MARGIN <= |s| <= OUTER.
 # The gap of 2 * MARGIN around each line is what lets a 2-2-1 net reach 100%.
 _HALF_WIDTH, _MARGIN, _OUTER, _LENGTH = 0.5, 0.1, 1.5, 1.5
+LABELS = ("float", "int")  # the label formats of the binary generators
 
 
 def _check_key(name: str, key) -> None:
@@ -70,6 +71,23 @@ def _check_noise(noise) -> float:
     if not ok or not math.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0; got {noise!r}.")
     return float(noise)
+
+
+def _checked(n, key, noise, dtype, labels=None) -> tuple[int, float, np.dtype]:
+    """The arguments every generator checks, in one order: n, key, noise, labels, dtype.
+
+    Returns ``(n, noise, dtype)`` normalised; raises as the generators document.
+    """
+    n = _checks.positive_int("n", n)
+    _check_key("key", key)
+    noise = _check_noise(noise)
+    if labels is not None:
+        _checks.choice("labels", labels, LABELS)
+    return n, noise, _float_dtype(dtype)
+
+
+def _pick(labels: str, y_int: Array, y_float: Array) -> Array:
+    return y_int if labels == "int" else y_float
 
 
 def _balanced_labels(key, n: int, classes: int) -> Array:
@@ -116,13 +134,9 @@ def make_two_lines(n: int, *, key, noise: float = 0.0, labels: str = "float",
       ValueError: ``n`` not a positive int, ``noise`` negative, unknown ``labels``.
       TypeError: ``key`` not a jax.random key, ``dtype`` not floating.
     """
-    n = _checks.positive_int("n", n)
-    _check_key("key", key)
-    noise = _check_noise(noise)
-    _checks.choice("labels", labels, ["float", "int"])
-    dtype = _float_dtype(dtype)
+    n, noise, dtype = _checked(n, key, noise, dtype, labels)
     x, y_int, y_float = _two_lines(key, n, noise, dtype)
-    return x, (y_int if labels == "int" else y_float)
+    return x, _pick(labels, y_int, y_float)
 
 
 # Each generator's body is one jitted function, static in n and dtype: a new n
@@ -168,13 +182,9 @@ def make_xor(n: int, *, key, noise: float = 0.1, labels: str = "float",
       ValueError: ``n`` not a positive int, ``noise`` negative, unknown ``labels``.
       TypeError: ``key`` not a jax.random key, ``dtype`` not floating.
     """
-    n = _checks.positive_int("n", n)
-    _check_key("key", key)
-    noise = _check_noise(noise)
-    _checks.choice("labels", labels, ["float", "int"])
-    dtype = _float_dtype(dtype)
+    n, noise, dtype = _checked(n, key, noise, dtype, labels)
     x, y_int, y_float = _xor(key, n, noise, dtype)
-    return x, (y_int if labels == "int" else y_float)
+    return x, _pick(labels, y_int, y_float)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 3))
@@ -206,10 +216,7 @@ def make_sine(n: int, *, key, noise: float = 0.1,
       ValueError: ``n`` not a positive int, ``noise`` negative, bad ``x_range``.
       TypeError: ``key`` not a jax.random key, ``dtype`` not floating.
     """
-    n = _checks.positive_int("n", n)
-    _check_key("key", key)
-    noise = _check_noise(noise)
-    dtype = _float_dtype(dtype)
+    n, noise, dtype = _checked(n, key, noise, dtype)
     try:
         low, high = (float(v) for v in x_range)
     except (TypeError, ValueError):
@@ -248,10 +255,7 @@ def make_moons(n: int, *, key, noise: float = 0.1, dtype=jnp.float32) -> tuple[A
       ValueError: ``n`` not a positive int, ``noise`` negative.
       TypeError: ``key`` not a jax.random key, ``dtype`` not floating.
     """
-    n = _checks.positive_int("n", n)
-    _check_key("key", key)
-    noise = _check_noise(noise)
-    dtype = _float_dtype(dtype)
+    n, noise, dtype = _checked(n, key, noise, dtype)
     return _moons(key, n, noise, dtype)
 
 
@@ -295,11 +299,8 @@ def make_spirals(n: int, *, key, noise: float = 0.05, classes: int = 2,
       ValueError: ``n`` or ``classes`` not a positive int, ``noise`` negative.
       TypeError: ``key`` not a jax.random key, ``dtype`` not floating.
     """
-    n = _checks.positive_int("n", n)
+    n, noise, dtype = _checked(n, key, noise, dtype)
     classes = _checks.positive_int("classes", classes)
-    _check_key("key", key)
-    noise = _check_noise(noise)
-    dtype = _float_dtype(dtype)
     return _spirals(key, n, noise, classes, dtype)
 
 
