@@ -28,7 +28,7 @@ from typing import Any, Callable, NamedTuple, Union
 import jax
 import jax.numpy as jnp
 
-from funcnn import _checks
+from funcnn import _checks, schedules as _schedules
 from funcnn.lbfgs import LBFGSResult, lbfgs_minimize
 from funcnn.schedules import (
     Schedule,
@@ -697,16 +697,8 @@ __all__ = [
     "rmsprop",
     "adam",
     "adamw",
-    # Re-exported schedules (funcnn.schedules).
-    "Schedule",
-    "constant_schedule",
-    "piecewise_constant_schedule",
-    "step_decay_schedule",
-    "exponential_decay",
-    "cosine_decay_schedule",
-    "warmup_cosine_decay_schedule",
-    "cosine_decay",
-    "warmup_cosine_decay",
+    # Re-exported schedules: the list lives in funcnn.schedules.
+    *_schedules.__all__,
     # Re-exported L-BFGS (funcnn.lbfgs).
     "LBFGSResult",
     "lbfgs_minimize",
