@@ -37,3 +37,8 @@ def write_csv(rows, path: Path, fields, *, float_fmt: str = ".6g") -> Path:
         for r in rows:
             w.writerow({k: fmt(r[k]) for k in fields})
     return path
+
+
+def print_plot_written(png) -> None:
+    """Prints where a figure went, or why there is none (``png`` is None without matplotlib)."""
+    print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")

@@ -49,7 +49,7 @@ import numpy as np
 import funcnn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
-from _common import median_time, write_csv  # noqa: E402
+from _common import median_time, print_plot_written, write_csv  # noqa: E402
 
 FIELDS = ("scope", "method", "flops", "analytic_flops", "bytes_accessed", "transcendentals",
           "argument_bytes", "output_bytes", "temp_bytes", "median_us")
@@ -204,7 +204,7 @@ def main(argv=None) -> int:
     path = write_csv(rows, args.out / "backward_cost.csv", FIELDS)
     print(f"\nwrote {path}")
     png = plot(rows, args.out)
-    print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")
+    print_plot_written(png)
     return 0
 
 

@@ -39,7 +39,7 @@ import funcnn
 from funcnn import losses
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
-from _common import median_time, write_csv  # noqa: E402
+from _common import median_time, print_plot_written, write_csv  # noqa: E402
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "elu", "gelu", "swish")
 QUICK_ACTIVATIONS = ("relu", "tanh", "gelu")  # a kink, a saturating and a smooth non-monotone one
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
     path = write_csv(rows, args.out / "compare_gradients.csv", FIELDS, float_fmt=".6e")
     print(f"\nwrote {path}")
     png = plot(rows, args.activations, args.dtypes, args.out)
-    print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")
+    print_plot_written(png)
     failed = [r for r in rows if not r["passed"]]
     if failed:
         print(f"{len(failed)} configuration(s) outside the gradcheck tolerances")

@@ -38,7 +38,7 @@ import funcnn
 from funcnn import data, optim, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
-from _common import write_csv  # noqa: E402
+from _common import print_plot_written, write_csv  # noqa: E402
 
 FIELDS = ("dtype", "step", "max_abs_param_diff", "rel_param_diff", "loss_manual", "loss_autodiff", "abs_loss_diff")
 OPTIMIZERS = {"sgd": optim.sgd, "adam": optim.adam}
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     path = write_csv(rows, args.out / "gradient_parity.csv", FIELDS, float_fmt=".9e")
     print(f"wrote {path}")
     png = plot(rows, args.out)
-    print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")
+    print_plot_written(png)
     return 0
 
 

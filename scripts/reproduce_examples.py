@@ -24,7 +24,6 @@ Writes ``reproduce_examples.csv`` and (with matplotlib) ``reproduce_examples.png
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -34,6 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import funcnn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
+from _common import print_plot_written, write_csv  # noqa: E402
 
 # Published values (tests/test_examples.py). The material writes W with one row
 # per unit ([fan_out, fan_in]); ours is [fan_in, fan_out], hence the .T below.
@@ -185,15 +187,13 @@ def print_table(rows) -> None:
               f"{r.abs_diff:9.2e} {r.tolerance:<18} {'OK' if r.ok else 'MISMATCH'}")
 
 
-def write_csv(rows, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["example", "quantity", "ours", "published", "abs_diff", "tolerance", "result"])
-        for r in rows:
-            w.writerow([r.example, r.quantity, _fmt(r.ours), _fmt(r.published), f"{r.abs_diff:.3e}", r.tolerance,
-                        "OK" if r.ok else "MISMATCH"])
-    return path
+CSV_FIELDS = ["example", "quantity", "ours", "published", "abs_diff", "tolerance", "result"]
+
+
+def csv_rows(rows) -> list[dict]:
+    return [{"example": r.example, "quantity": r.quantity, "ours": _fmt(r.ours), "published": _fmt(r.published),
+             "abs_diff": r.abs_diff, "tolerance": r.tolerance, "result": "OK" if r.ok else "MISMATCH"}
+            for r in rows]
 
 
 def plot(trace, out: Path):
@@ -224,10 +224,10 @@ def main(argv=None) -> int:
     print_table(rows)
     bad = [r for r in rows if not r.ok]
     print(f"\n{len(rows) - len(bad)} of {len(rows)} OK" + (f", {len(bad)} MISMATCH" if bad else ""))
-    path = write_csv(rows, args.out / "reproduce_examples.csv")
+    path = write_csv(csv_rows(rows), args.out / "reproduce_examples.csv", CSV_FIELDS, float_fmt=".3e")
     print(f"wrote {path}")
     png = plot(trace, args.out)
-    print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")
+    print_plot_written(png)
     return 1 if bad else 0
 
 
