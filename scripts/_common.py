@@ -9,21 +9,33 @@ import jax
 import numpy as np
 
 
+def interleaved_times(candidates, repeats: int, *, warmup: int = 1, stat=np.median) -> dict:
+    """``stat`` (median by default) of the seconds per call of each ``name -> fn``, timed round-robin.
+
+    Every candidate is called ``warmup`` times first (compilation); then each
+    repeat times every candidate once, so a slow spell of the machine hits all
+    of them alike and ratios between them stay fair. Every call's result is
+    blocked on (``jax.block_until_ready``) before the clock stops, so
+    asynchronous dispatch is not mistaken for speed.
+    """
+    for fn in candidates.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t)
+    return {name: float(stat(ts)) for name, ts in times.items()}
+
+
 def median_time(fn, repeats: int, *, warmup: int = 1, stat=np.median) -> float:
     """Median seconds of ``fn()`` over ``repeats`` calls, after ``warmup`` calls (compilation).
 
-    Every call's result is blocked on (``jax.block_until_ready``) before the
-    clock stops, so asynchronous dispatch is not mistaken for speed.
     ``stat=np.min`` gives the best time instead (for a peak rate).
     """
-    for _ in range(warmup):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return float(stat(times))
+    return interleaved_times({"fn": fn}, repeats, warmup=warmup, stat=stat)["fn"]
 
 
 def write_csv(rows, path: Path, fields, *, float_fmt: str = ".6g") -> Path:

@@ -22,7 +22,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -33,7 +32,7 @@ import funcnn
 from funcnn import optim, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
-from _common import median_time  # noqa: E402
+from _common import interleaved_times, median_time  # noqa: E402
 
 SIZES = {
     "digits": dict(sizes=(64, 128, 128, 10), batch=32, n=32 * 512),
@@ -187,24 +186,6 @@ def peers(cfg, x, y):
 
 
 # ------------------------------------------------------------------ funcnn candidates
-
-
-def interleaved_times(candidates, repeats):
-    """Median seconds per call of each ``name -> fn``, timed round-robin.
-
-    Every candidate is warmed up (compiled) first; then each repeat times every
-    candidate once, so a slow spell of the machine hits all of them alike and
-    the ratios within a run stay fair.
-    """
-    for fn in candidates.values():
-        jax.block_until_ready(fn())
-    times = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            t = time.perf_counter()
-            jax.block_until_ready(fn())
-            times[name].append(time.perf_counter() - t)
-    return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
 def bench_size(size, repeats, k_models):
