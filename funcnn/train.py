@@ -257,10 +257,8 @@ def _epoch_then_evaluate(net, opt, batch_size, grad, drop_last, mesh):
 
     One program instead of ``make_epoch`` followed by the evaluation: each
     XLA compilation has a fixed cost (about 0.1 s on CPU), which a cold
-    start pays once instead of twice.
+    start pays once instead of twice. ``fit`` has checked the arguments.
     """
-    if mesh is not None:
-        parallel.check_batch_size(mesh, batch_size)
     epoch, evaluate = _epoch_body(net, opt, grad, batch_size, drop_last, mesh=mesh), _evaluate_body(net)
 
     def run(state, x, y, xv, yv):
