@@ -1,9 +1,12 @@
-"""funcnn: a functional MLP library on JAX with hand-derived backprop.
+"""funcnn: a functional neural-network library on JAX with hand-derived backprop.
 
 Public API (one obvious place for each thing)::
 
-    funcnn.mlp(sizes, ...) -> MLP          the network as pure functions (funcnn.mlp module: MLPSpec, Cache)
-    funcnn.gradcheck(net, params, x, y)    hand-derived vs reverse/forward mode and finite differences
+    funcnn.mlp(sizes, ...) -> Network      the MLP as pure functions (funcnn.mlp module: MLPSpec)
+    funcnn.network(layers, ...) -> Network any layers composed, with an output and a loss
+    funcnn.layers                          dense, activation, dropout, layer_norm, residual; the Layer contract
+    funcnn.gradcheck(net, params, x, y)    hand-derived vs reverse/forward mode and finite differences;
+                                           check_layer, check_activation, check_loss, check_vjp
     funcnn.activations, losses, initializers   the pieces a network is built from
     funcnn.optim                           optimizers, schedules, clipping, L-BFGS (no optax)
     funcnn.train                           TrainState, make_train_step, make_epoch, fit, fit_many
@@ -13,10 +16,11 @@ Public API (one obvious place for each thing)::
     funcnn.parallel                        data-parallel meshes, multi-host initialisation
     funcnn.plots                           optional matplotlib figures (needs the "plot" extra)
 """
-from funcnn import (activations, checkpoint, config, data, gradcheck, initializers, losses, metrics, optim,
-                    parallel, shuffle, train)
+from funcnn import (activations, checkpoint, config, data, gradcheck, initializers, layers, losses, metrics,
+                    optim, parallel, shuffle, train)
 from funcnn.gradcheck import GradcheckReport
-from funcnn.mlp import MLP, Cache, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
+from funcnn.mlp import MLP, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
+from funcnn.network import Cache, Network, NetworkSpec, network
 
 __version__ = "0.1.0"
 
@@ -25,6 +29,8 @@ __all__ = [
     "MLPSpec",
     "Cache",
     "GradcheckReport",
+    "Network",
+    "NetworkSpec",
     "activations",
     "checkpoint",
     "config",
@@ -33,9 +39,11 @@ __all__ = [
     "from_spec",
     "gradcheck",
     "initializers",
+    "layers",
     "losses",
     "metrics",
     "mlp",
+    "network",
     "optim",
     "parallel",
     "shuffle",

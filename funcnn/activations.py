@@ -15,6 +15,20 @@ product, so softmax never materialises its ``[batch, m, m]`` Jacobian.
 Convention at kinks: the derivative at a kink takes the value of the branch
 for ``z <= 0``. So relu'(0) = 0 (as in the reference material: a unit whose
 pre-activation is <= 0 passes no gradient) and leaky_relu'(0) = slope.
+
+Each value carries what it means, so no module compares names:
+
+* ``Activation.smooth``: True when ``fn`` has no kinks, so finite differences
+  need no kink detection (``funcnn.gradcheck``). A user's activation defaults
+  to False: the check then looks for kinks, which costs time, never truth.
+* ``OutputActivation.decide``: what an output means as a prediction, ``y ->
+  labels``: argmax for softmax (``[n]`` int32), every output thresholded at 0.5
+  for sigmoid (``[n, m]`` int32), None for identity (the outputs are the
+  prediction: regression). ``accuracy`` below is defined from it, once.
+
+Users' own activations are values of these types, accepted wherever a name is
+(``funcnn.mlp(..., hidden=Activation("softsign", fn, grad))``). Their names
+are what checkpoints record, so a user's value may not reuse a built-in name.
 """
 from __future__ import annotations
 
@@ -35,19 +49,33 @@ _GELU_K = 0.044715
 
 
 class Activation(NamedTuple):
-    """An elementwise activation and its hand-derived derivative."""
+    """An elementwise activation and its hand-derived derivative.
+
+    ``grad(z, y)`` receives the pre-activation ``z`` and the activation's own
+    output ``y = fn(z)`` (same shape, same dtype) and returns ``dy/dz``
+    elementwise; it may use either. ``grad2(z, y)``, the second derivative,
+    is optional: only curvature products need it.
+    """
 
     name: str
-    fn: Callable[[Array], Array]  # z -> y
-    grad: Callable[[Array, Array], Array]  # (z, y) -> dy/dz
+    fn: Callable[[Array], Array]  # z -> y, elementwise
+    grad: Callable[[Array, Array], Array]  # (z, y) -> dy/dz, elementwise
+    grad2: Callable[[Array, Array], Array] | None = None  # (z, y) -> d2y/dz2; optional
+    smooth: bool = False  # no kinks: finite differences need no kink detection
 
 
 class OutputActivation(NamedTuple):
-    """An output activation over the last axis and its vector-Jacobian product."""
+    """An output activation over the last axis and its vector-Jacobian product.
+
+    ``decide(y)`` turns outputs into predictions (labels); None means the
+    outputs themselves are the prediction (regression).
+    """
 
     name: str
     fn: Callable[[Array], Array]  # z [batch, m] -> y [batch, m]
     vjp: Callable[[Array, Array, Array], Array]  # (z, y, dy) -> dz
+    decide: Callable[[Array], Array] | None = None  # y -> predictions; None: y is the prediction
+    smooth: bool = False  # no kinks: finite differences need no kink detection
 
 
 def _relu(z):
@@ -87,17 +115,18 @@ def _swish_grad(z, y):
 
 
 _HIDDEN = (
-    Activation("identity", lambda z: z, lambda z, y: jnp.ones_like(z)),
+    Activation("identity", lambda z: z, lambda z, y: jnp.ones_like(z), smooth=True),
     Activation("relu", _relu, lambda z, y: (z > 0).astype(z.dtype)),
     Activation("leaky_relu", _leaky_relu, lambda z, y: jnp.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype)),
-    Activation("sigmoid", jax.nn.sigmoid, lambda z, y: y * (1 - y)),
-    Activation("tanh", jnp.tanh, lambda z, y: 1 - y * y),
+    Activation("sigmoid", jax.nn.sigmoid, lambda z, y: y * (1 - y), smooth=True),
+    Activation("tanh", jnp.tanh, lambda z, y: 1 - y * y, smooth=True),
     # softplus(z) = log(1 + e^z), written stably; its derivative is sigmoid(z).
-    Activation("softplus", lambda z: jnp.logaddexp(z, 0), lambda z, y: jax.nn.sigmoid(z)),
-    # elu' = 1 for z > 0, alpha e^z = y + alpha otherwise.
+    Activation("softplus", lambda z: jnp.logaddexp(z, 0), lambda z, y: jax.nn.sigmoid(z), smooth=True),
+    # elu' = 1 for z > 0, alpha e^z = y + alpha otherwise. Continuous at 0 but
+    # its second derivative jumps (0 vs alpha): finite differences see a kink.
     Activation("elu", _elu, lambda z, y: jnp.where(z > 0, 1.0, y + ELU_ALPHA).astype(z.dtype)),
-    Activation("gelu", _gelu, _gelu_grad),
-    Activation("swish", _swish, _swish_grad),
+    Activation("gelu", _gelu, _gelu_grad, smooth=True),
+    Activation("swish", _swish, _swish_grad, smooth=True),
 )
 HIDDEN = {a.name: a for a in _HIDDEN}
 HIDDEN["linear"] = HIDDEN["identity"]._replace(name="linear")
@@ -110,34 +139,105 @@ def _softmax_vjp(z, y, dy):
     return y * (dy - jnp.sum(dy * y, axis=-1, keepdims=True))
 
 
+def _argmax(y):
+    return jnp.argmax(y, axis=-1).astype(jnp.int32)
+
+
+def _threshold(y):
+    return (y > 0.5).astype(jnp.int32)
+
+
 OUTPUT = {
-    "identity": OutputActivation("identity", lambda z: z, lambda z, y, dy: dy),
-    "sigmoid": OutputActivation("sigmoid", jax.nn.sigmoid, lambda z, y, dy: dy * y * (1 - y)),
-    "softmax": OutputActivation("softmax", lambda z: jax.nn.softmax(z, axis=-1), _softmax_vjp),
+    "identity": OutputActivation("identity", lambda z: z, lambda z, y, dy: dy, smooth=True),
+    "sigmoid": OutputActivation("sigmoid", jax.nn.sigmoid, lambda z, y, dy: dy * y * (1 - y), _threshold,
+                                smooth=True),
+    "softmax": OutputActivation("softmax", lambda z: jax.nn.softmax(z, axis=-1), _softmax_vjp, _argmax,
+                                smooth=True),
 }
 
 
-def hidden(name: str) -> Activation:
-    """Looks up a hidden activation by name.
+def hidden(a, *, custom=()) -> Activation:
+    """The hidden activation a name or value stands for.
 
     Args:
-      name: one of ``identity`` (alias ``linear``), ``relu``, ``leaky_relu``,
-        ``sigmoid``, ``tanh``, ``softplus``, ``elu``, ``gelu``, ``swish``
-        (alias ``silu``).
+      a: a name, one of ``identity`` (alias ``linear``), ``relu``,
+        ``leaky_relu``, ``sigmoid``, ``tanh``, ``softplus``, ``elu``,
+        ``gelu``, ``swish`` (alias ``silu``); or an ``Activation`` value.
+      custom: users' ``Activation`` values that names may also refer to
+        (what ``checkpoint.load(..., custom=)`` passes).
 
     Returns:
       The ``Activation``.
 
     Raises:
-      ValueError: unknown name (the message lists the allowed names).
+      ValueError: an unknown name (the message lists the allowed names), or
+        a user's value that reuses a built-in name.
+      TypeError: an ``Activation`` whose fields are not a name and functions.
     """
-    return HIDDEN[_checks.choice("hidden", name, HIDDEN)]
+    return _resolve("hidden", a, HIDDEN, Activation, custom, ("fn", "grad"))
 
 
-def output(name: str) -> OutputActivation:
-    """Looks up an output activation: ``identity``, ``sigmoid`` or ``softmax``.
+def output(o, *, custom=()) -> OutputActivation:
+    """The output activation a name (``identity``, ``sigmoid``, ``softmax``) or value stands for.
 
     Raises:
-      ValueError: unknown name (the message lists the allowed names).
+      ValueError: an unknown name (the message lists the allowed names), or a
+        user's value that reuses a built-in name.
+      TypeError: an ``OutputActivation`` whose fields are not a name and functions.
     """
-    return OUTPUT[_checks.choice("output", name, OUTPUT)]
+    return _resolve("output", o, OUTPUT, OutputActivation, custom, ("fn", "vjp"))
+
+
+def _resolve(kind: str, a, table: dict, cls, custom, functions: tuple[str, ...]):
+    """Looks ``a`` up in ``table`` and ``custom``, or checks the value ``a`` itself."""
+    if isinstance(a, cls):
+        check_piece(kind, a, table, functions)
+        return a
+    users = {c.name: c for c in custom if isinstance(c, cls)}
+    if isinstance(a, str) and a in users and a not in table:
+        return users[a]
+    return table[_checks.choice(kind, a, [*table, *users])]
+
+
+def check_piece(kind: str, piece, table: dict, functions: tuple[str, ...]) -> None:
+    """A user's piece: a string name that no built-in has, and callables where functions go."""
+    if not isinstance(piece.name, str) or not piece.name:
+        raise TypeError(f"{kind}: a {type(piece).__name__}'s name must be a non-empty string; "
+                        f"got {piece.name!r}.")
+    for f in functions:
+        if not callable(getattr(piece, f)):
+            raise TypeError(f"{kind} {piece.name!r}: {f} must be a function; got {getattr(piece, f)!r}.")
+    if piece.name in table and table[piece.name] != piece:
+        raise ValueError(f"{kind} {piece.name!r}: that name is funcnn's built-in {kind}; give your "
+                         "own piece another name (checkpoints record pieces by name).")
+
+
+def accuracy(out: OutputActivation, y: Array, t: Array) -> Array:
+    """Exact-match accuracy of outputs ``y`` against targets ``t``: the one definition funcnn uses.
+
+    A sample counts as right when every decision of it is right:
+    ``mean_i all_k decide(y)_ik == truth_ik``, where ``truth`` is ``t`` itself
+    for integer labels and ``decide(t)`` for target rows (argmax of one-hot or
+    soft rows after softmax; each target thresholded at 0.5 after sigmoid).
+    For softmax and for a single sigmoid output this is the usual accuracy;
+    for several sigmoid outputs (multi-label) it is the subset accuracy
+    (scikit-learn's ``accuracy_score`` on multi-label data), not the mean over
+    entries.
+
+    Args:
+      out: an output activation with a ``decide`` (not identity).
+      y: outputs ``[n, m]``.
+      t: integer labels ``[n]`` or target rows ``[n, m]``.
+
+    Returns:
+      A scalar in [0, 1], in ``y``'s dtype.
+
+    Raises:
+      ValueError: ``out`` has no ``decide`` (a regression output has no accuracy).
+    """
+    if out.decide is None:
+        raise ValueError(f"output {out.name!r} makes no decisions (regression): it has no accuracy.")
+    pred = out.decide(y)
+    truth = t if jnp.issubdtype(t.dtype, jnp.integer) else out.decide(t)
+    right = pred == truth.astype(pred.dtype)
+    return jnp.mean(jnp.all(right, axis=-1) if right.ndim > 1 else right).astype(y.dtype)

@@ -5,14 +5,16 @@ File format (``format_version`` 1), stated once:
     ONE uncompressed ``.npz`` (zip) archive, written atomically, holding
       __funcnn_checkpoint__   uint8 [k]: UTF-8 JSON metadata (below); its presence
                               is the file's magic
-      params/{l}/W, params/{l}/b      layer l's weights and biases
+      params/{path}           each parameter leaf, named by its pytree path joined
+                              by "/" (an MLP: params/{l}/W, params/{l}/b)
       opt_state/{i:04d}       the i-th leaf of ``jax.tree.leaves(state.opt_state)``
       step                    int32 [], optimizer steps taken
       rng                     the run's key as raw key data
                               (``jax.random.key_data``; uint32 [2] for threefry)
 
     metadata: {"format": "funcnn.checkpoint", "format_version": 1,
-               "funcnn_version", "jax_version", "spec": MLPSpec.to_dict(),
+               "funcnn_version", "jax_version", "spec": net.spec.to_dict()
+               (an MLPSpec or a NetworkSpec: users' pieces by name only),
                "config": dict | null, "extra": dict,
                "arrays": [{"name", "shape", "dtype"}, ...]   (every array entry),
                "opt_state": {"paths": [keystr of each leaf], "treedef": str},
@@ -23,8 +25,10 @@ File format (``format_version`` 1), stated once:
 Why these choices:
   * One file, so a checkpoint appears or is replaced in one ``os.replace``;
     a directory could be seen half-written.
-  * No pickle anywhere: arrays are plain ``.npy`` members read with
-    ``allow_pickle=False``, and the optimizer state's NamedTuple structure is
+  * No pickle and no code anywhere: arrays are plain ``.npy`` members read
+    with ``allow_pickle=False``; users' own activations, losses and layers are
+    recorded by name and spec, and ``load(path, custom=[...])`` takes their
+    values back. The optimizer state's NamedTuple structure is
     not serialised at all. ``restore_state(ckpt, opt)`` rebuilds it from
     ``opt.init(params)`` and checks every leaf's path, shape and dtype against
     the file, so the file never names Python types to import.
@@ -53,7 +57,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from funcnn.mlp import MLP, MLPSpec, from_spec, spec_from_dict
+from funcnn.mlp import MLPSpec, from_spec, spec_from_dict
+from funcnn.network import Network, NetworkSpec, spec_from_dict as network_spec_from_dict
 from funcnn.optim import GradientTransformation
 from funcnn.train import TrainState
 
@@ -72,12 +77,12 @@ class CheckpointError(ValueError):
 class Checkpoint(NamedTuple):
     """What ``load`` returns; turn it into a ``TrainState`` with ``restore_state``."""
 
-    params: list  # L dicts {"W": [sizes[l], sizes[l+1]], "b": [sizes[l+1]]}, saved dtype
+    params: list  # the network's params (an MLP: L dicts {"W", "b"}), saved dtype
     opt_state_leaves: tuple  # jax.tree.leaves(opt_state) in order; structure via restore_state
     step: jax.Array  # shape=(), int32
     rng: jax.Array  # the run's key, same impl (typed) or raw uint32 data as saved
-    spec: MLPSpec  # the network's spec
-    net: MLP  # from_spec(spec): the architecture need not be restated
+    spec: MLPSpec | NetworkSpec  # the network's spec
+    net: Network  # from_spec(spec, custom=...): the architecture need not be restated
     config: dict | None  # the config dict given to save, or None
     extra: dict  # the extra dict given to save ({} if none)
     meta: dict  # the whole parsed metadata (see the module docstring)
@@ -86,8 +91,8 @@ class Checkpoint(NamedTuple):
 # ----------------------------------------------------------------------------- save
 
 
-def save(path, state: TrainState, *, spec: MLPSpec, config: dict | None = None,
-         extra: dict | None = None, overwrite: bool = False) -> Path:
+def save(path, state: TrainState, *, spec, config: dict | None = None,
+         extra: dict | None = None, overwrite: bool = False, custom=()) -> Path:
     """Writes ``state`` and the network spec to one checkpoint file, atomically.
 
     The archive is written to a temporary file in the destination directory,
@@ -101,11 +106,15 @@ def save(path, state: TrainState, *, spec: MLPSpec, config: dict | None = None,
       state: a ``TrainState``; ``params`` must match ``spec``, every leaf of
         ``opt_state`` must be a numeric array, ``step`` an integer scalar and
         ``rng`` a ``jax.random`` key (typed or raw uint32).
-      spec: the network's ``MLPSpec`` (``net.spec``).
+      spec: the network (``net``) or its spec (``net.spec``). A network with
+        users' pieces is saved by passing the network itself (or its spec and
+        the pieces in ``custom``).
       config: optional JSON-serialisable dict, e.g. the resolved run config.
       extra: optional JSON-serialisable dict of anything else (metrics, epoch).
       overwrite: replace an existing checkpoint at ``path``. Even then a
         directory or a file that is not a funcnn checkpoint is never replaced.
+      custom: users' pieces that ``spec`` names (when a spec, not a network,
+        is given).
 
     Returns:
       ``path`` as a ``Path``.
@@ -122,17 +131,15 @@ def save(path, state: TrainState, *, spec: MLPSpec, config: dict | None = None,
     from funcnn import __version__  # deferred: funcnn/__init__ may import this module
 
     path = Path(path)
-    if not isinstance(spec, MLPSpec):
-        raise TypeError(f"spec must be an MLPSpec (net.spec); got {type(spec).__name__}.")
+    net = _network_of(spec, custom)
     if not all(hasattr(state, f) for f in TrainState._fields):
         raise TypeError(f"state must be a TrainState(params, opt_state, step, rng); "
                         f"got {type(state).__name__}.")
     _check_destination(path, overwrite)
 
     arrays: dict[str, np.ndarray] = {}
-    for l, layer in enumerate(_check_params_match(state.params, spec)):
-        for k in ("W", "b"):
-            arrays[f"params/{l}/{k}"] = _host("params", f"[{l}]['{k}']", layer[k])
+    for name, where, leaf in _param_entries(_check_params_match(state.params, net)):
+        arrays[name] = _host("params", where, leaf)
     flat, treedef = jax.tree_util.tree_flatten_with_path(state.opt_state)
     paths = [jax.tree_util.keystr(p) for p, _ in flat]
     for i, (p, leaf) in enumerate(flat):
@@ -158,7 +165,7 @@ def save(path, state: TrainState, *, spec: MLPSpec, config: dict | None = None,
         "format_version": FORMAT_VERSION,
         "funcnn_version": __version__,
         "jax_version": jax.__version__,
-        "spec": spec.to_dict(),
+        "spec": net.spec.to_dict(),
         "config": _jsonable("config", config),
         "extra": _jsonable("extra", extra) or {},
         "arrays": [{"name": k, "shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()],
@@ -198,17 +205,41 @@ def _is_checkpoint(path: Path) -> bool:
         return False
 
 
-def _check_params_match(params, spec: MLPSpec) -> list:
+def _network_of(spec, custom) -> Network:
+    if isinstance(spec, Network):
+        return spec
+    if not isinstance(spec, (MLPSpec, NetworkSpec)):
+        raise TypeError(f"spec must be the network (net) or its spec (net.spec: an MLPSpec or a "
+                        f"NetworkSpec); got {type(spec).__name__}.")
+    try:
+        return from_spec(spec, custom=custom)
+    except ValueError as e:
+        raise ValueError(f"cannot save: {e} (or pass the network itself: spec=net).") from None
+
+
+def _param_entries(params):
+    """``(entry name, keystr, leaf)`` for every parameter leaf: ``params/0/W``, ``params/2/0/W``, ..."""
+    out = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        parts = [str(getattr(k, "idx", getattr(k, "key", k))) for k in path]
+        out.append(("params/" + "/".join(parts), jax.tree_util.keystr(path), leaf))
+    return out
+
+
+def _template(net: Network):
     # eval_shape: the expected structure without drawing any numbers.
-    want = jax.eval_shape(lambda k: from_spec(spec).init(k), jax.random.key(0))
+    return jax.eval_shape(lambda k: net.init(k), jax.random.key(0))
+
+
+def _check_params_match(params, net: Network):
+    want = _template(net)
     if jax.tree.structure(params) != jax.tree.structure(want):
-        raise ValueError(f"state.params must be a list of {len(want)} {{'W', 'b'}} dicts for sizes "
-                         f"{list(spec.sizes)}; got structure {jax.tree.structure(params)}.")
-    for l, (p, w) in enumerate(zip(params, want)):
-        for k in ("W", "b"):
-            if tuple(np.shape(p[k])) != w[k].shape:
-                raise ValueError(f"state.params[{l}]['{k}'] has shape {tuple(np.shape(p[k]))}, but "
-                                 f"spec sizes {list(spec.sizes)} need {w[k].shape}.")
+        raise ValueError(f"state.params must have the structure of net.init's params "
+                         f"({jax.tree.structure(want)}); got structure {jax.tree.structure(params)}.")
+    for (name, where, p), (_, _, w) in zip(_param_entries(params), _param_entries(want)):
+        if tuple(np.shape(p)) != w.shape:
+            raise ValueError(f"state.params{where} has shape {tuple(np.shape(p))}, but the network "
+                             f"needs {w.shape}.")
     return params
 
 
@@ -293,7 +324,7 @@ def _fsync_dir(directory: Path) -> None:
 # ----------------------------------------------------------------------------- load
 
 
-def load(path) -> Checkpoint:
+def load(path, *, custom=()) -> Checkpoint:
     """Reads and verifies a checkpoint written by ``save``; never unpickles anything.
 
     Every entry is checked against the metadata (names, shapes, dtypes) and the
@@ -302,6 +333,9 @@ def load(path) -> Checkpoint:
 
     Args:
       path: the checkpoint file (``str`` or ``os.PathLike``).
+      custom: users' pieces the network was built with (``Activation``,
+        ``OutputActivation``, ``Loss``, ``Layer`` values): the file records
+        them by name and spec only.
 
     Returns:
       A ``Checkpoint``; arrays are JAX arrays bit-identical to those saved.
@@ -312,7 +346,9 @@ def load(path) -> Checkpoint:
         funcnn checkpoint, of an unknown format version, has missing or
         unexpected entries or an object (pickled) array; the message names
         the path and the problem. Also if it holds 64-bit arrays while
-        ``jax_enable_x64`` is off (they would be silently narrowed).
+        ``jax_enable_x64`` is off (they would be silently narrowed), or if
+        its network names a user's piece not given in ``custom`` (the message
+        names the piece).
     """
     path = Path(path)
     name = str(path)
@@ -333,9 +369,13 @@ def load(path) -> Checkpoint:
         return CheckpointError(f"checkpoint {name!r} is invalid: {what}.")
 
     try:
-        spec = spec_from_dict(meta["spec"])
+        d, custom = meta["spec"], tuple(custom)
+        spec = network_spec_from_dict(d) if isinstance(d, dict) and "layers" in d \
+            else spec_from_dict(d, custom=custom)
+        net = from_spec(spec, custom=custom)
     except (KeyError, TypeError, ValueError) as e:
-        raise bad(f"its network spec cannot be rebuilt ({e})") from e
+        raise bad(f"its network cannot be rebuilt ({str(e).rstrip('.')}). If it was built with your own "
+                  "pieces (activations, losses, layers), pass them: checkpoint.load(path, custom=[...])") from e
     if not jax.config.jax_enable_x64:
         wide = sorted(k for k, a in arrays.items() if a.dtype.itemsize == 8 and a.dtype.kind in "iuf")
         if wide:
@@ -343,18 +383,17 @@ def load(path) -> Checkpoint:
                 f"checkpoint {name!r} holds 64-bit arrays ({', '.join(wide[:3])}...) but "
                 "jax_enable_x64 is off, so they would be narrowed; enable it first with "
                 "jax.config.update('jax_enable_x64', True).")
-    L = len(spec.sizes) - 1
-    param_names = [f"params/{l}/{k}" for l in range(L) for k in ("W", "b")]
+    template = _template(net)
+    wanted = _param_entries(template)
+    param_names = [n for n, _, _ in wanted]
     opt_names = sorted(k for k in arrays if k.startswith("opt_state/"))
     expected = set(param_names) | set(opt_names) | {"step", "rng"}
     if set(arrays) != expected or opt_names != [f"opt_state/{i:04d}" for i in range(len(opt_names))]:
         missing, unexpected = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
         raise bad(f"entries do not match the spec: missing {missing}, unexpected {unexpected}")
-    for l in range(L):
-        for k, shape in (("W", (spec.sizes[l], spec.sizes[l + 1])), ("b", (spec.sizes[l + 1],))):
-            if arrays[f"params/{l}/{k}"].shape != shape:
-                raise bad(f"params/{l}/{k} has shape {arrays[f'params/{l}/{k}'].shape}; "
-                          f"the spec needs {shape}")
+    for n, _, w in wanted:
+        if arrays[n].shape != w.shape:
+            raise bad(f"{n} has shape {arrays[n].shape}; the spec needs {w.shape}")
     paths = meta.get("opt_state", {}).get("paths")
     if not isinstance(paths, list) or len(paths) != len(opt_names):
         raise bad("its optimizer-state paths do not match its optimizer-state entries")
@@ -365,7 +404,7 @@ def load(path) -> Checkpoint:
         raise bad(f"step must be an integer scalar; got {arrays['step'].dtype} {arrays['step'].shape}")
 
     put = jax.device_put  # bit-exact host -> device copy
-    params = [{k: put(arrays[f"params/{l}/{k}"]) for k in ("W", "b")} for l in range(L)]
+    params = jax.tree.unflatten(jax.tree.structure(template), [put(arrays[n]) for n in param_names])
     if rng_meta["typed"]:
         try:
             rng = jax.random.wrap_key_data(put(arrays["rng"]), impl=rng_meta["impl"])
@@ -378,8 +417,8 @@ def load(path) -> Checkpoint:
         opt_state_leaves=tuple(put(arrays[k]) for k in opt_names),
         step=put(arrays["step"]),
         rng=rng,
-        spec=spec,
-        net=from_spec(spec),
+        spec=net.spec,
+        net=net,
         config=meta.get("config"),
         extra=meta.get("extra") or {},
         meta=meta,

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -323,7 +324,7 @@ def _load_inputs(path: str, target: str | None):
 
 
 def _ckpt_inputs(ckpt, x):
-    dtype = ckpt.params[0]["W"].dtype
+    dtype = jax.tree.leaves(ckpt.params)[0].dtype
     x = jnp.asarray(x, dtype)
     stats = _standardizer_from_json(ckpt.extra.get("standardizer"), dtype)
     return x if stats is None else data.standardize_apply(stats, x)
@@ -367,8 +368,8 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     ckpt = checkpoint.load(args.checkpoint)
     x, _ = _load_inputs(args.input, None)
-    if x.ndim != 2 or x.shape[1] != ckpt.spec.sizes[0]:
-        raise UserError(f"{args.input} must hold rows of {ckpt.spec.sizes[0]} features; got shape {x.shape}.")
+    if x.ndim != 2 or x.shape[1] != ckpt.net.input_size:
+        raise UserError(f"{args.input} must hold rows of {ckpt.net.input_size} features; got shape {x.shape}.")
     x = _ckpt_inputs(ckpt, x)
     out = np.asarray(ckpt.net.predict(ckpt.params, x) if args.labels else ckpt.net.apply(ckpt.params, x))
     if args.out:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import data, metrics, optim, train
+from funcnn import activations, data, metrics, optim, train
 from funcnn.config import Config, build_model, build_optimizer
 
 _GENERATED = {
@@ -121,13 +121,17 @@ def initial_state(cfg: Config, net, opt) -> train.TrainState:
 
 
 def targets(net, y):
-    """Integer class labels as the loss needs them: kept for cross_entropy, one-hot otherwise.
+    """Integer class labels as the loss needs them: kept if it takes labels, one-hot otherwise.
 
     One-hot rows make ``binary_cross_entropy`` the classic one-vs-all logistic
-    cost and ``mse`` the squared error to the indicator vector.
+    cost and ``mse`` the squared error to the indicator vector. The rows get
+    the dtype of the network's parameters (``float32`` unless the run is
+    ``float64``).
     """
-    if jnp.issubdtype(y.dtype, jnp.integer) and net.spec.loss != "cross_entropy":
-        return data.one_hot(y, net.spec.sizes[-1], dtype=net.init(jax.random.key(0))[0]["W"].dtype)
+    if jnp.issubdtype(y.dtype, jnp.integer) and not net.criterion.labels:
+        dtype = jax.eval_shape(net.init, jax.random.key(0))[0]
+        dtype = jax.tree.leaves(dtype)[0].dtype
+        return data.one_hot(y, net.output_size, dtype=dtype)
     return y
 
 
@@ -144,22 +148,23 @@ def evaluate_split(net, params, x, y) -> dict:
 @functools.lru_cache(maxsize=64)
 def _evaluator(net):
     """One compiled evaluation per network (op-by-op eager evaluation costs more to compile)."""
-    m = net.spec.sizes[-1]
+    m, out = net.output_size, net.output
 
     @jax.jit
     def evaluate(params, x, y):
         report = {"loss": net.loss(params, x, targets(net, y))}
-        out = net.apply(params, x)
+        yout = net.apply(params, x)
         if jnp.issubdtype(y.dtype, jnp.integer):  # class labels: the predicted class is the argmax
-            truth, pred, classes = y, jnp.argmax(out, axis=-1), m
-        elif net.spec.output == "identity":
-            return dict(report, mse=metrics.mse(y, out), rmse=metrics.rmse(y, out), r2=metrics.r2_score(y, out))
+            truth, pred, classes = y, jnp.argmax(yout, axis=-1), m
+        elif out.decide is None:  # regression
+            return dict(report, mse=metrics.mse(y, yout), rmse=metrics.rmse(y, yout),
+                        r2=metrics.r2_score(y, yout))
         elif m == 1:  # one sigmoid output: binary classes
-            truth, pred, classes = (y[:, 0] > 0.5).astype(jnp.int32), (out[:, 0] > 0.5).astype(jnp.int32), 2
-        elif net.spec.output == "softmax":  # one-hot or soft target rows
-            truth, pred, classes = jnp.argmax(y, axis=-1), jnp.argmax(out, axis=-1), m
-        else:  # several sigmoid outputs with 0/1 targets: multi-label, exact-match accuracy
-            return dict(report, accuracy=jnp.mean(jnp.all((y > 0.5) == (out > 0.5), axis=-1)))
+            truth, pred, classes = out.decide(y)[:, 0], out.decide(yout)[:, 0], 2
+        elif out.decide(y).ndim == 1:  # one decision per sample (softmax): one-hot or soft target rows
+            truth, pred, classes = out.decide(y), out.decide(yout), m
+        else:  # several decisions per sample (multi-label): exact-match accuracy, as everywhere
+            return dict(report, accuracy=activations.accuracy(out, yout, y))
         return dict(report, **metrics.classification_report(truth, pred, classes))
 
     return evaluate

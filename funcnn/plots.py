@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from funcnn.network import describe
+
 __all__ = ["plot_history", "plot_gradient_errors", "plot_decision_boundary", "plot_curves"]
 
 # Reference colours stay fixed across plots so a reader can compare figures.
@@ -198,7 +200,7 @@ def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) ->
     their label.
 
     Args:
-      net: an ``MLP`` with ``sizes[0] == 2``.
+      net: a network with ``input_size == 2``.
       params: its parameters (the grid is evaluated in their dtype).
       x: inputs ``[n, 2]``.
       y: labels ``[n]`` (int), one-hot rows ``[n, m]`` or targets ``[n, 1]``.
@@ -217,8 +219,8 @@ def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) ->
     if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] == 0:
         raise ValueError(f"plot_decision_boundary needs 2-D inputs x of shape [n, 2]; got {x.shape}. "
                          "Project higher-dimensional data to two features first.")
-    if net.spec.sizes[0] != 2:
-        raise ValueError(f"plot_decision_boundary needs a network with 2 inputs; got sizes {list(net.spec.sizes)}.")
+    if net.input_size != 2:
+        raise ValueError(f"plot_decision_boundary needs a network with 2 inputs; got input_size {net.input_size}.")
     labels = _labels_for_colour(y)
     if labels.shape[0] != x.shape[0]:
         raise ValueError(f"y must have one label per sample ({x.shape[0]}); got shape {np.shape(y)}.")
@@ -241,7 +243,7 @@ def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) ->
     m = out.shape[1]
     if m == 1:
         Z = out[:, 0].reshape(G0.shape)
-        if net.spec.output == "sigmoid":
+        if net.output.decide is not None:  # one output that decides: a probability
             cs = ax.contourf(G0, G1, Z, levels=np.linspace(0, 1, 21), cmap="RdBu_r", alpha=0.6)
             ax.contour(G0, G1, Z, levels=[0.5], colors="k", linewidths=1)
             fig.colorbar(cs, ax=ax, label="P(y = 1)")
@@ -252,10 +254,10 @@ def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) ->
         Z = np.argmax(out, axis=1).reshape(G0.shape)
         cs = ax.contourf(G0, G1, Z, levels=np.arange(m + 1) - 0.5, cmap="tab10", vmin=0, vmax=9, alpha=0.35)
         fig.colorbar(cs, ax=ax, ticks=range(m), label="predicted class")
-    scatter_cmap = "tab10" if m > 1 else ("RdBu_r" if net.spec.output == "sigmoid" else "viridis")
+    scatter_cmap = "tab10" if m > 1 else ("RdBu_r" if net.output.decide is not None else "viridis")
     kw = {"vmin": 0, "vmax": 9} if m > 1 else {}
     ax.scatter(x[:, 0], x[:, 1], c=labels, cmap=scatter_cmap, edgecolors="k", linewidths=0.5, s=18, **kw)
-    ax.set(xlabel="x[:, 0]", ylabel="x[:, 1]", title=f"{'-'.join(map(str, net.spec.sizes))} {net.spec.hidden}")
+    ax.set(xlabel="x[:, 0]", ylabel="x[:, 1]", title=describe(net))
     return _save(fig, path)
 
 

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from funcnn import _checks, data as _data, parallel, shuffle
+from funcnn import _checks, activations, data as _data, parallel, shuffle
 from funcnn.optim import GradientTransformation, apply_updates
 
 Array = jax.Array
@@ -55,7 +55,7 @@ GRADS = ("manual", "autodiff")
 class TrainState(NamedTuple):
     """Everything that changes during training; a pytree of arrays."""
 
-    params: Any  # list of {"W", "b"} per layer
+    params: Any  # the network's params: one entry per layer (an MLP: {"W", "b"} each)
     opt_state: Any  # the optimizer's state pytree
     step: Array  # shape=(), int32: optimizer steps taken so far
     rng: Array  # the run's base key (constant; see module docstring)
@@ -86,7 +86,7 @@ def init_state(net, opt: GradientTransformation, *, key, dtype=jnp.float32) -> T
     """A fresh ``TrainState``: parameters drawn from ``key``, optimizer state, step 0.
 
     Args:
-      net: an ``MLP``.
+      net: a network (``funcnn.mlp`` or ``funcnn.network``).
       opt: a ``GradientTransformation`` from ``funcnn.optim``.
       key: a ``jax.random`` key; split once into the init key and the run's rng.
       dtype: parameter dtype.
@@ -116,7 +116,7 @@ def _value_and_grad(net, grad: str):
 def _step_body(net, opt, grad):
     """The pure train step ``(state, x, y, lr_scale) -> (state, loss)``."""
     value_and_grad = _value_and_grad(net, grad)
-    dropout = net.spec.dropout > 0
+    dropout = net.random
 
     def body(state, x, y, lr_scale=None):
         key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
@@ -140,7 +140,7 @@ def make_train_step(net, opt: GradientTransformation, grad: str = "manual"):
     compiled step.
 
     Args:
-      net: an ``MLP``.
+      net: a network (``funcnn.mlp`` or ``funcnn.network``).
       opt: a ``GradientTransformation``.
       grad: ``"manual"`` (hand-derived backprop) or ``"autodiff"`` (``jax.grad``).
 
@@ -224,7 +224,7 @@ def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str =
     finite state if the loss diverges. Cached on its arguments.
 
     Args:
-      net: an ``MLP``.
+      net: a network (``funcnn.mlp`` or ``funcnn.network``).
       opt: a ``GradientTransformation``.
       batch_size: samples per step (``1 <= batch_size <= n``, checked by ``fit``).
       grad: ``"manual"`` or ``"autodiff"``.
@@ -282,14 +282,9 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = False) -> int:
 def _evaluate_body(net):
     def evaluate(params, x, y):
         loss = net.loss(params, x, y)
-        if net.spec.output == "identity":
+        if net.output.decide is None:  # regression: no accuracy
             return loss, jnp.nan
-        pred = net.predict(params, x)
-        if net.spec.output == "softmax":
-            truth = y if jnp.issubdtype(y.dtype, jnp.integer) else jnp.argmax(y, axis=-1)
-        else:  # sigmoid: every output thresholded at 0.5 must match its 0/1 target
-            truth = (y > 0.5).astype(jnp.int32)
-        return loss, jnp.mean(pred == truth)
+        return loss, activations.accuracy(net.output, net.apply(params, x), y)
 
     return evaluate
 
@@ -302,12 +297,15 @@ def _eval_fn(net):
 def evaluate(net, params, x, y) -> dict:
     """Loss and, for classifiers, accuracy of ``params`` on ``(x, y)``, without dropout.
 
+    Accuracy is ``funcnn.activations.accuracy``: exact match (for several
+    sigmoid outputs every output must be right).
+
     Returns:
-      ``{"loss": float, "accuracy": float}`` (no accuracy for ``identity`` outputs).
+      ``{"loss": float, "accuracy": float}`` (no accuracy for regression outputs).
     """
     loss, acc = jax.device_get(_eval_fn(net)(params, x, y))
     out = {"loss": float(loss)}
-    if net.spec.output != "identity":
+    if net.output.decide is not None:
         out["accuracy"] = float(acc)
     return out
 
@@ -338,7 +336,7 @@ def _prepare(net, data, dtype, name):
     _check_shapes(net, jnp.dtype(dtype), jax.ShapeDtypeStruct(x.shape, x.dtype),
                   jax.ShapeDtypeStruct(y.shape, y.dtype))
     _checks.finite(f"{name} y", y) if jnp.issubdtype(y.dtype, jnp.floating) else \
-        _checks.labels_in_range(f"{name} y", y, net.spec.sizes[-1])
+        _checks.labels_in_range(f"{name} y", y, net.output_size)
     return x, y
 
 
@@ -349,7 +347,7 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
     """Trains ``net`` with ``opt`` on ``data = (x, y)``; each epoch is one compiled call.
 
     Args:
-      net: an ``MLP``.
+      net: a network (``funcnn.mlp`` or ``funcnn.network``).
       opt: a ``GradientTransformation``, e.g. ``funcnn.optim.adam(1e-3)``.
       data: ``(x [n, d], y)``, targets as for ``net.loss``.
       epochs: number of epochs (> 0).
@@ -442,7 +440,7 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
             val_loss, val_acc = (float(v) for v in fetched[1])
             metrics["val_loss"] = val_loss
             history.val_loss.append(val_loss)
-            if net.spec.output != "identity":
+            if net.output.decide is not None:
                 metrics["val_accuracy"] = val_acc
                 history.val_accuracy.append(val_acc)
             if val_loss < best[0]:

@@ -102,15 +102,15 @@ def broken_derivative(name, wrong_grad):
 
     Networks built inside the block use the broken derivative in their manual
     backward; their forward pass (and so jax.grad of net.loss) is unchanged.
+    funcnn caches networks by the activation *values* they hold, so networks
+    built outside the block never see the broken one. Yields the broken value.
     """
     import funcnn
 
     acts = funcnn.activations.HIDDEN
     saved = acts[name]
     acts[name] = saved._replace(grad=wrong_grad)
-    funcnn.from_spec.cache_clear()
     try:
-        yield
+        yield acts[name]
     finally:
         acts[name] = saved
-        funcnn.from_spec.cache_clear()

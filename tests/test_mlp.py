@@ -24,7 +24,7 @@ def test_init_shapes_dtypes_and_determinism():
 def test_apply_output_shapes_and_softmax_rows_sum_to_one():
     net = funcnn.mlp([64, 128, 10])
     p = net.init(jax.random.key(0))
-    x = jax.random.uniform(jax.random.key(1), (5, 64))
+    x = jax.random.uniform(jax.random.key(1), (5, 64), jnp.float32)
     out = net.apply(p, x)
     assert out.shape == (5, 10)
     np.testing.assert_allclose(np.asarray(out.sum(1)), 1.0, rtol=1e-6)
@@ -163,7 +163,7 @@ class TestBadInput:
             self.net.apply(self.p, self.x.at[2, 1].set(jnp.nan))
         reg = funcnn.mlp([4, 2], output="identity", loss="mse")
         with pytest.raises(ValueError, match="y contains 10 NaN or inf"):
-            reg.loss(reg.init(jax.random.key(0)), self.x, jnp.full((5, 2), jnp.inf))
+            reg.loss(reg.init(jax.random.key(0)), self.x, jnp.full((5, 2), jnp.inf, jnp.float32))
 
     def test_value_checks_are_skipped_under_jit(self):
         # Documented: inside jit, finite inputs and label ranges are the caller's duty.

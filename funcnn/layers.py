@@ -1,0 +1,530 @@
+"""Layers: each one's forward pass beside its backward pass, derived by hand.
+
+Contract (stated once, as in stax): a layer is a ``Layer`` NamedTuple of pure
+functions and a description::
+
+    out_width, params = init(key, in_width, dtype)
+    y, cache          = forward(params, x, *, key=None)   x: [n, in_width], y: [n, out_width]
+    dparams, dx       = backward(params, cache, dy)        dy = dL/dy: [n, out_width]
+                                                           dparams: the structure of params
+                                                           dx = dL/dx: [n, in_width]
+    spec              hashable, JSON-able: Spec(name, hyperparameters), for checkpoints
+
+* ``params`` is a pytree of arrays (``{}`` for a layer without parameters,
+  whose ``dparams`` is ``{}`` too). A leaf named ``"W"`` is a weight: the
+  network's L2 penalty applies to it and to nothing else.
+* ``cache`` holds only what ``backward`` needs, for the same ``params``.
+* ``forward`` uses ``key`` only when ``random`` is True (dropout). Without a
+  key it is deterministic: evaluation.
+* ``smooth`` says the forward pass has no kinks in params and x, so finite
+  differences need no kink detection. A user's layer defaults to False,
+  which costs ``funcnn.gradcheck`` time, never a false failure.
+* Every sample is processed independently (row-wise): nothing mixes rows.
+
+A user's layer is just such a value; ``funcnn.gradcheck.check_layer`` proves
+its backward against ``jax.vjp`` of its forward, forward mode and float64
+finite differences. Example, a scaled-tanh layer without parameters::
+
+    def scaled_tanh(a=1.7159, b=2 / 3):
+        def init(key, d, dtype):
+            return d, {}
+        def forward(params, x, *, key=None):
+            y = a * jnp.tanh(b * x)
+            return y, y
+        def backward(params, y, dy):
+            return {}, dy * b * (a - y * y / a)   # d/dx a tanh(bx) = ab (1 - tanh^2)
+        return Layer("scaled_tanh", init, forward, backward, spec("scaled_tanh", a=a, b=b), smooth=True)
+
+Built-in layers (constructors are cached: equal arguments give the same
+value, so networks made of them compile once): ``dense``, ``activation``,
+``dropout``, ``layer_norm``, ``residual``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from funcnn import _checks, activations, initializers
+from funcnn.activations import Activation
+from funcnn.initializers import Initializer
+
+Array = jax.Array
+PRECISIONS = ("default", "bfloat16")
+BIAS_INITS = ("zeros", "same")
+
+
+class Spec(NamedTuple):
+    """A piece's description: its name and hyperparameters, hashable and JSON-able.
+
+    ``args`` is a sorted tuple of ``(key, value)`` pairs whose values are
+    JSON scalars, tuples of values, or nested ``Spec``s. ``to_json`` gives
+    ``{"name": name, **args}`` with lists for tuples; ``spec_from_json``
+    inverts it (any dict with a ``"name"`` is a ``Spec``).
+    """
+
+    name: str
+    args: tuple = ()
+
+    def get(self, key: str, default=None):
+        return dict(self.args).get(key, default)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, **{k: _thaw(v) for k, v in self.args}}
+
+
+def spec(name: str, **hyperparameters) -> Spec:
+    """A ``Spec`` for a layer: ``spec("maxout", k=2)``. Lists become tuples, dicts ``Spec``s.
+
+    Raises:
+      TypeError: a hyperparameter that is not JSON-able (a function, an array).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"a spec's name must be a non-empty string; got {name!r}.")
+    frozen = Spec(name, tuple(sorted((k, _freeze(k, v)) for k, v in hyperparameters.items())))
+    try:
+        json.dumps(frozen.to_json(), allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"spec {name!r}: hyperparameters must be JSON-able (numbers, strings, bools, "
+                        f"None, lists, dicts); {e}.") from None
+    return frozen
+
+
+def spec_from_json(d) -> Spec:
+    """Inverts ``Spec.to_json``."""
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+        raise ValueError(f"a piece's spec must be a dict with a 'name'; got {d!r}.")
+    return spec(d["name"], **{k: v for k, v in d.items() if k != "name"})
+
+
+def _freeze(key, v):
+    if isinstance(v, Spec):
+        return v
+    if isinstance(v, dict):
+        return spec_from_json(v)
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(key, e) for e in v)
+    if v is None or isinstance(v, (str, bool, int, float)):
+        return v
+    raise TypeError(f"{key}={v!r} ({type(v).__name__}) is not a JSON value")
+
+
+def _thaw(v):
+    if isinstance(v, Spec):
+        return v.to_json()
+    if isinstance(v, tuple):
+        return [_thaw(e) for e in v]
+    return v
+
+
+class Layer(NamedTuple):
+    """A layer: ``init``, ``forward`` and hand-derived ``backward``; see the module docstring."""
+
+    name: str  # for reports and errors, e.g. "dense(128, relu)"
+    init: Callable[..., tuple]  # (key, in_width, dtype) -> (out_width, params)
+    forward: Callable[..., tuple]  # (params, x, *, key=None) -> (y, cache)
+    backward: Callable[..., tuple]  # (params, cache, dy) -> (dparams, dx)
+    spec: Any  # a Spec: hashable, JSON-able (name + hyperparameters)
+    random: bool = False  # forward draws from its key (dropout)
+    smooth: bool = False  # forward has no kinks: finite differences need no kink detection
+
+
+# ------------------------------------------------------------------ matmuls
+
+
+def matmul(precision: str):
+    """``a @ b`` in the inputs' dtype, or with bf16 inputs and float32 accumulation.
+
+    bfloat16 halves the bytes each matmul reads and runs on the bf16 units of
+    GPUs/TPUs; accumulating in float32 keeps the sums (and so the loss and the
+    gradients, which are float32 like the master parameters) accurate.
+    """
+    if precision == "default":
+        return jnp.matmul
+
+    def mm(a, b):
+        out = jnp.matmul(a.astype(jnp.bfloat16), b.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+        return out.astype(jnp.promote_types(a.dtype, b.dtype))
+
+    return mm
+
+
+def transposed(a):
+    """``a.T`` for the weight gradient ``a.T @ dz``; on CPU, written out first.
+
+    XLA:CPU's matmul kernels run a product whose left operand is a transposed
+    view (contracting dimension 0) at about half the speed of a plain one;
+    writing ``a.T`` out costs less than that difference (digits-sized step:
+    funcnn's epoch 0.97x -> 1.04x the plain jax.grad epoch; MNIST-sized:
+    unchanged, at the price of 1.5x the backward's scratch memory, one
+    transposed copy of a layer's input at a time; ``scripts/backward_cost.py``).
+    The ``optimization_barrier`` keeps XLA from folding the transpose back
+    into the matmul. GPUs and TPUs take transposed operands at full speed, so
+    they get the plain view.
+    """
+    return jax.lax.platform_dependent(
+        a, cpu=lambda a: jax.lax.optimization_barrier(a.T), default=lambda a: a.T)
+
+
+# ------------------------------------------------------------------ dense
+
+
+class DenseCache(NamedTuple):
+    x: Array  # [n, in]: the layer's input
+    z: Array  # [n, width]: x W + b
+    y: Array  # [n, width]: f(z) before dropout (z itself without an activation)
+    mask: Array | None  # [n, width]: dropout's scaled mask, or None (no key, or no dropout)
+
+
+def dense(width: int, activation=None, *, dropout: float = 0.0, init="xavier_normal",
+          bias_init: str = "zeros", precision: str = "default") -> Layer:
+    """A fully connected layer ``z = x W + b`` followed by an elementwise activation.
+
+    Forward and backward (row-vector convention, ``f`` the activation, ``m``
+    dropout's mask when ``dropout > 0`` and a key is given, else 1)::
+
+        z = x W + b        h = f(z) * m                  x: [n, d], W: [d, width], b: [width]
+        dz = dy * m * f'(z)    dW = x^T dz    db = sum_rows dz    dx = dz W^T
+
+    Args:
+      width: output width (a positive int).
+      activation: None (``y = z``), a name (``"relu"``, see
+        ``funcnn.activations``) or an ``Activation`` value.
+      dropout: probability of dropping each output unit at train time, in
+        [0, 1) (inverted dropout, as ``funcnn.layers.dropout``). Built into
+        the layer so that an MLP's parameters stay one ``{"W", "b"}`` per layer.
+      init: weight initializer, a name or ``funcnn.initializers.uniform(eps)``.
+      bias_init: ``"zeros"`` or ``"same"`` (drawn like the weights).
+      precision: ``"default"`` or ``"bfloat16"`` (bf16 matmul inputs, float32 sums).
+
+    Returns:
+      A ``Layer`` with params ``{"W": [in, width], "b": [width]}``.
+
+    Raises:
+      ValueError: a non-positive width, an unknown name, a rate outside [0, 1).
+    """
+    return _dense(_checks.positive_int("width", width),
+                  None if activation is None else activations.hidden(activation),
+                  _checks.probability("dropout", dropout), initializers.get(init),
+                  _checks.choice("bias_init", bias_init, BIAS_INITS),
+                  _checks.choice("precision", precision, PRECISIONS))
+
+
+@functools.lru_cache(maxsize=1024)
+def _dense(width: int, act: Activation | None, rate: float, ini: Initializer, bias_init: str,
+           precision: str) -> Layer:
+    mm = matmul(precision)
+
+    def init_fn(key, in_width, dtype):
+        k_w, k_b = jax.random.split(key)
+        W = initializers.sample(ini, k_w, (in_width, width), in_width, width, dtype)
+        b = (initializers.sample(ini, k_b, (width,), in_width, width, dtype) if bias_init == "same"
+             else jnp.zeros((width,), dtype))
+        return width, {"W": W, "b": b}
+
+    def forward(params, x, *, key=None):
+        z = mm(x, params["W"]) + params["b"][None, :]  # [n, width]
+        y = z if act is None else act.fn(z)
+        out, mask = _drop(rate, key, y)
+        return out, DenseCache(x, z, y, mask)
+
+    def backward(params, cache, dy):
+        dy = _undrop(cache.mask, dy)
+        dz = dy if act is None else dy * act.grad(cache.z, cache.y)
+        dW = mm(transposed(cache.x), dz)  # [in, width]
+        return {"W": dW, "b": jnp.sum(dz, axis=0)}, mm(dz, params["W"].T)
+
+    name = f"dense({width}{'' if act is None else ', ' + act.name}{f', dropout={rate:g}' if rate else ''})"
+    desc = spec("dense", width=width, activation=None if act is None else act.name, dropout=rate,
+                init=ini._asdict(), bias_init=bias_init, precision=precision)
+    return Layer(name, init_fn, forward, backward, desc, random=rate > 0, smooth=act is None or act.smooth)
+
+
+def _drop(rate: float, key, x):
+    """``(x * mask, mask)`` for inverted dropout, or ``(x, None)`` without a key or a rate."""
+    if key is None or rate == 0.0:
+        return x, None
+    keep = 1.0 - rate
+    # Inverted dropout: kept units are scaled by 1/keep at train time, so
+    # evaluation (no mask) needs no rescaling.
+    mask = jax.random.bernoulli(key, keep, x.shape).astype(x.dtype) / keep
+    return x * mask, mask
+
+
+def _undrop(mask, dy):
+    return dy if mask is None else dy * mask
+
+
+# ------------------------------------------------------------------ activation
+
+
+def activation(a) -> Layer:
+    """An elementwise activation as a layer: ``y = f(x)``, ``dx = dy * f'(x)``; params ``{}``.
+
+    Args:
+      a: a name or an ``Activation`` value.
+    """
+    return _activation(activations.hidden(a))
+
+
+@functools.lru_cache(maxsize=256)
+def _activation(act: Activation) -> Layer:
+
+    def init(key, in_width, dtype):
+        del key, dtype
+        return in_width, {}
+
+    def forward(params, x, *, key=None):
+        del params, key
+        y = act.fn(x)
+        return y, (x, y)
+
+    def backward(params, cache, dy):
+        del params
+        x, y = cache
+        return {}, dy * act.grad(x, y)
+
+    return Layer(act.name, init, forward, backward, spec("activation", activation=act.name),
+                 smooth=act.smooth)
+
+
+# ------------------------------------------------------------------ dropout
+
+
+def dropout(rate: float) -> Layer:
+    """Inverted dropout: each unit is dropped with probability ``rate`` at train time.
+
+    With a key: ``y = x * mask``, ``mask = bernoulli(1 - rate) / (1 - rate)``,
+    so evaluation (no key) is the identity and needs no rescaling;
+    ``dx = dy * mask``. Without a key: ``y = x``, ``dx = dy``. Params ``{}``.
+
+    Args:
+      rate: the probability of DROPPING a unit, in [0, 1).
+    """
+    return _dropout(_checks.probability("rate", rate))
+
+
+@functools.lru_cache(maxsize=256)
+def _dropout(rate: float) -> Layer:
+    def init(key, in_width, dtype):
+        del key, dtype
+        return in_width, {}
+
+    def forward(params, x, *, key=None):
+        del params
+        return _drop(rate, key, x)
+
+    def backward(params, mask, dy):
+        del params
+        return {}, _undrop(mask, dy)
+
+    return Layer(f"dropout({rate:g})", init, forward, backward, spec("dropout", rate=rate),
+                 random=rate > 0, smooth=True)
+
+
+# ------------------------------------------------------------------ layer norm
+
+
+class LayerNormCache(NamedTuple):
+    xhat: Array  # [n, d]: (x - mean) / sqrt(var + eps)
+    inv: Array  # [n, 1]: 1 / sqrt(var + eps)
+
+
+def layer_norm(eps: float = 1e-5) -> Layer:
+    """Layer normalisation per sample over the feature axis (Ba, Kiros & Hinton 2016).
+
+    Forward, per row (d features, biased variance)::
+
+        mu = mean(x)    var = mean((x - mu)^2)    xhat = (x - mu) / sqrt(var + eps)
+        y = gain * xhat + bias
+
+    Backward, derived by hand (per row, with g = dy * gain), never forming
+    the [d, d] Jacobian::
+
+        dgain = sum_rows dy * xhat      dbias = sum_rows dy
+        dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps)
+
+    Params ``{"gain": [d], "bias": [d]}``, initialised to ones and zeros; the
+    network's L2 penalty does not touch them.
+
+    Args:
+      eps: added to the variance, > 0.
+    """
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
+        raise ValueError(f"eps must be a positive finite number; got {eps!r}.")
+    return _layer_norm(float(eps))
+
+
+@functools.lru_cache(maxsize=256)
+def _layer_norm(eps: float) -> Layer:
+
+    def init(key, in_width, dtype):
+        del key
+        return in_width, {"gain": jnp.ones((in_width,), dtype), "bias": jnp.zeros((in_width,), dtype)}
+
+    def forward(params, x, *, key=None):
+        del key
+        mu = jnp.mean(x, axis=-1, keepdims=True)  # [n, 1]
+        xc = x - mu
+        inv = jax.lax.rsqrt(jnp.mean(xc * xc, axis=-1, keepdims=True) + eps)  # [n, 1]
+        xhat = xc * inv
+        return xhat * params["gain"][None, :] + params["bias"][None, :], LayerNormCache(xhat, inv)
+
+    def backward(params, cache, dy):
+        xhat, inv = cache
+        g = dy * params["gain"][None, :]
+        dx = inv * (g - jnp.mean(g, axis=-1, keepdims=True)
+                    - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
+        return {"gain": jnp.sum(dy * xhat, axis=0), "bias": jnp.sum(dy, axis=0)}, dx
+
+    return Layer("layer_norm", init, forward, backward, spec("layer_norm", eps=eps), smooth=True)
+
+
+# ------------------------------------------------------------------ composition
+
+
+def check_layers(layers, where: str = "layers") -> tuple[Layer, ...]:
+    """A non-empty sequence of ``Layer`` values, as a tuple; a clear error otherwise."""
+    if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)) or not layers:
+        raise TypeError(f"{where} must be a non-empty list of Layer values; got {layers!r}.")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{where}[{i}] must be a Layer (funcnn.layers.dense(...), or your own "
+                            f"Layer(name, init, forward, backward, spec)); got {type(layer).__name__}.")
+        for f in ("init", "forward", "backward"):
+            if not callable(getattr(layer, f)):
+                raise TypeError(f"{where}[{i}] ({layer.name}): {f} must be a function.")
+        try:
+            hash(layer.spec)
+            json.dumps(spec_to_json(layer.spec), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{where}[{i}] ({layer.name}): spec must be hashable and JSON-able, e.g. "
+                            f"funcnn.layers.spec({layer.name!r}, k=2); {e}.") from None
+    return tuple(layers)
+
+
+def spec_to_json(s):
+    """A layer's spec as JSON (``Spec.to_json``; any other JSON value as it is)."""
+    return s.to_json() if isinstance(s, Spec) else _thaw(s)
+
+
+def chain_init(layers, key, in_width: int, dtype, where: str = "layers"):
+    """``(out_width, [params per layer])``: each layer initialised from its own split of ``key``."""
+    keys = jax.random.split(key, len(layers))
+    params, width = [], in_width
+    for i, (layer, k) in enumerate(zip(layers, keys)):
+        out = layer.init(k, width, dtype)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"{where}[{i}] ({layer.name}): init must return (out_width, params); got {out!r}.")
+        width = _checks.positive_int(f"{where}[{i}] ({layer.name}) out_width", out[0])
+        params.append(out[1])
+    return width, params
+
+
+def chain_forward(layers, params, x, key):
+    """``(y, caches)`` through every layer; random layers get ``split(key, how many)`` in order."""
+    n_random = sum(layer.random for layer in layers)
+    keys = iter(jax.random.split(key, n_random)) if key is not None and n_random else None
+    caches = []
+    for layer, p in zip(layers, params):
+        x, c = layer.forward(p, x, key=next(keys) if keys is not None and layer.random else None)
+        caches.append(c)
+    return x, tuple(caches)
+
+
+def chain_backward(layers, params, caches, dy):
+    """``(dparams per layer, dx)``: each layer's backward from the last to the first."""
+    grads = [None] * len(layers)
+    for i in reversed(range(len(layers))):
+        grads[i], dy = layers[i].backward(params[i], caches[i], dy)
+    return grads, dy
+
+
+@functools.lru_cache(maxsize=256)
+def _residual(inner: tuple) -> Layer:
+    def init(key, in_width, dtype):
+        width, params = chain_init(inner, key, in_width, dtype, where="residual")
+        if width != in_width:
+            raise ValueError(f"residual: the inner layers map width {in_width} to {width}; a residual "
+                             "block x + inner(x) must keep the width.")
+        return width, params
+
+    def forward(params, x, *, key=None):
+        h, caches = chain_forward(inner, params, x, key)
+        return x + h, caches
+
+    def backward(params, caches, dy):
+        grads, dx = chain_backward(inner, params, caches, dy)
+        return grads, dy + dx  # the skip path passes dy through unchanged
+
+    name = "residual(" + ", ".join(layer.name for layer in inner) + ")"
+    desc = spec("residual", inner=tuple(layer.spec for layer in inner))
+    return Layer(name, init, forward, backward, desc, random=any(layer.random for layer in inner),
+                 smooth=all(layer.smooth for layer in inner))
+
+
+def residual(*inner: Layer) -> Layer:
+    """A residual block ``y = x + inner(x)``, where ``inner`` is the layers in sequence.
+
+    Backward: ``dx = dy + dx_inner`` (the skip path passes ``dy`` through);
+    the inner layers' gradients come from their own backwards. Params: the
+    list of the inner layers' params. The inner layers must keep the width
+    (checked when the network is built).
+
+    Raises:
+      TypeError: an argument that is not a ``Layer``.
+    """
+    return _residual(check_layers(inner, "residual"))
+
+
+# ------------------------------------------------------------------ rebuilding from specs
+
+
+def _dense_from(s: Spec, custom) -> Layer:
+    act = s.get("activation")
+    ini = s.get("init", "xavier_normal")
+    ini = Initializer(ini.name, ini.get("epsilon")) if isinstance(ini, Spec) else ini
+    return dense(s.get("width"), None if act is None else activations.hidden(act, custom=custom),
+                 dropout=s.get("dropout", 0.0), init=ini, bias_init=s.get("bias_init", "zeros"),
+                 precision=s.get("precision", "default"))
+
+
+BUILDERS: dict[str, Callable[[Spec, tuple], Layer]] = {
+    "dense": _dense_from,
+    "activation": lambda s, custom: activation(activations.hidden(s.get("activation"), custom=custom)),
+    "dropout": lambda s, custom: dropout(s.get("rate")),
+    "layer_norm": lambda s, custom: layer_norm(s.get("eps", 1e-5)),
+    "residual": lambda s, custom: residual(*(from_spec(i, custom=custom) for i in s.get("inner", ()))),
+}
+
+
+def from_spec(s, *, custom=()) -> Layer:
+    """The layer a spec describes: a built-in rebuilt, or the user's ``Layer`` in ``custom`` with that spec.
+
+    Args:
+      s: a ``Spec`` or its JSON form.
+      custom: users' pieces (``Layer`` values, and the ``Activation``s their
+        specs or the built-ins' name).
+
+    Raises:
+      ValueError: a spec that names no built-in layer and matches no layer in
+        ``custom``; the message names the piece and says to pass it with ``custom=``.
+    """
+    s = s if isinstance(s, Spec) else spec_from_json(s)
+    for c in custom:
+        if isinstance(c, Layer) and spec_to_json(c.spec) == s.to_json():
+            return c
+    if s.name in BUILDERS:
+        try:
+            return BUILDERS[s.name](s, custom)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"layer spec {s.to_json()} cannot be rebuilt: {e}") from e
+    same_name = [c for c in custom if isinstance(c, Layer) and getattr(c.spec, "name", None) == s.name]
+    hint = (f" The custom layer(s) named {s.name!r} given have spec(s) "
+            f"{[spec_to_json(c.spec) for c in same_name]}, not this one." if same_name else "")
+    raise ValueError(f"layer {s.to_json()} is not a built-in layer ({', '.join(BUILDERS)}): pass your "
+                     f"Layer value with custom=[...].{hint}")
