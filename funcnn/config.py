@@ -48,8 +48,9 @@ except ModuleNotFoundError:  # Python 3.10: the backport, a declared dependency 
 
 import numpy as np
 
-from funcnn import _checks, activations, initializers, losses, optim
-from funcnn.mlp import BIAS_INITS, MLP, PRECISIONS, mlp
+from funcnn import _checks, activations, initializers, layers, losses, optim
+from funcnn.mlp import BIAS_INITS, PRECISIONS, mlp
+from funcnn.network import Network, network
 from funcnn.optim import GradientTransformation
 from funcnn.train import GRADS
 
@@ -84,16 +85,23 @@ class ConfigError(ValueError):
 class ModelConfig:
     """The network; see ``funcnn.mlp``. Defaults: the digits main job (being tuned)."""
 
-    sizes: tuple[int, ...] = (64, 256, 10)  # layer widths, input first; must fit the data
-    hidden: str = "relu"  # funcnn.activations.HIDDEN
+    sizes: tuple[int, ...] = (64, 256, 10)  # layer widths, input first; with layers: [input, output]
+    hidden: str | tuple[str, ...] = "relu"  # funcnn.activations.HIDDEN, or one name per hidden layer
     output: str = "softmax"  # identity, sigmoid or softmax
     loss: str = "cross_entropy"  # must suit output: see funcnn.losses.PAIRS
     l2: float = 0.0  # lambda of the lambda/(2n) * sum W^2 penalty; biases excluded
     init: str = "xavier_normal"  # funcnn.initializers.NAMES
     init_epsilon: float = 0.12  # half-width of U(-eps, eps) for init="uniform"; unused otherwise
     bias_init: str = "zeros"  # zeros, or "same": drawn like the weights (the classic course)
-    dropout: float = 0.0  # probability of DROPPING a hidden unit at train time, in [0, 1)
+    dropout: float | tuple[float, ...] = 0.0  # probability of DROPPING a hidden unit, in [0, 1), or one per layer
     precision: str = "default"  # "bfloat16": bf16 matmuls, float32 accumulation (GPU/TPU)
+    # Any network instead of an MLP: a list of layer tables, each a funcnn.layers
+    # spec, e.g. [{name = "dense", width = 128, activation = "relu"},
+    # {name = "layer_norm"}, {name = "residual", inner = [{name = "dense", width = 128,
+    # activation = "tanh"}]}, {name = "dense", width = 10}]. Then sizes is
+    # [input width, output width] and hidden, dropout, init, bias_init, precision
+    # are the layers' own business.
+    layers: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -297,14 +305,15 @@ def config_from_dict(d: dict) -> Config:
     return cfg
 
 
-def build_model(cfg: ModelConfig) -> MLP:
+def build_model(cfg: ModelConfig) -> Network:
     """The network a ``ModelConfig`` describes (``cfg.model`` of a ``Config``).
 
     Args:
       cfg: a ``ModelConfig`` (a whole ``Config`` is accepted too).
 
     Returns:
-      The ``MLP`` (cached by funcnn: equal configs give the same object).
+      The network: an ``MLP`` from sizes/hidden/..., or ``funcnn.network``
+      of ``layers`` (cached by funcnn: equal configs give the same object).
 
     Raises:
       TypeError: ``cfg`` is not a ``ModelConfig`` or ``Config``.
@@ -314,6 +323,8 @@ def build_model(cfg: ModelConfig) -> MLP:
     cfg = cfg.model if isinstance(cfg, Config) else cfg
     if not isinstance(cfg, ModelConfig):
         raise TypeError(f"cfg must be a ModelConfig; got {type(cfg).__name__}.")
+    if cfg.layers:
+        return _build_network(cfg)
     init = initializers.uniform(cfg.init_epsilon) if cfg.init == "uniform" else cfg.init
     try:
         return mlp(cfg.sizes, hidden=cfg.hidden, output=cfg.output, loss=cfg.loss, l2=cfg.l2,
@@ -322,6 +333,26 @@ def build_model(cfg: ModelConfig) -> MLP:
         # All names were checked one by one, so what is left is a combination
         # the library rejects, e.g. an (output, loss) pair: keep its message.
         raise ConfigError(f"model.output={cfg.output!r} with model.loss={cfg.loss!r}: {e}") from None
+
+
+def _build_network(cfg: ModelConfig) -> Network:
+    if len(cfg.sizes) != 2:
+        raise ConfigError(f"with model.layers, model.sizes must be [input width, output width]; got "
+                          f"{list(cfg.sizes)}.", "model.sizes")
+    stack = []
+    for i, table in enumerate(cfg.layers):
+        try:
+            stack.append(layers.from_spec(table))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"model.layers[{i}]: {e}", "model.layers") from None
+    try:
+        net = network(stack, input_size=cfg.sizes[0], output=cfg.output, loss=cfg.loss, l2=cfg.l2)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model.layers: {e}", "model.layers") from None
+    if net.output_size != cfg.sizes[-1]:
+        raise ConfigError(f"model.layers end with width {net.output_size}, but model.sizes says the output is "
+                          f"{cfg.sizes[-1]} wide.", "model.layers")
+    return net
 
 
 def build_optimizer(cfg: OptimizerConfig, total_steps: int) -> GradientTransformation:
@@ -426,6 +457,12 @@ def _parse_override(item) -> tuple[str, str, object]:
         if text.lower() in ("none", "null"):
             return section, key, None
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint):
+        try:  # a list of names if it parses as one, else one bare name
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        return section, key, value if isinstance(value, list) else text
     if hint is str:  # a string field takes the raw text: data.target=1 is the column "1"
         quoted = len(text) > 1 and text[0] == text[-1] and text[0] in "\"'"
         return section, key, text[1:-1] if quoted else text
@@ -457,17 +494,47 @@ def _typed(key: str, value, hint):
             value = float(value)
     elif hint is str:
         ok, want = isinstance(value, str), "a string"
-    elif typing.get_origin(hint) is tuple:  # tuple[int, ...]
-        ok = isinstance(value, (list, tuple)) and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-        want = "a list of integers, e.g. [64, 256, 10]"
+    elif typing.get_origin(hint) in (typing.Union, types.UnionType):  # one value, or one per layer
+        single, many = typing.get_args(hint)
+        if isinstance(value, (list, tuple)):
+            return _typed(key, value, many)
+        return _typed(key, value, single)
+    elif typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is dict:  # tuple[dict, ...]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, dict) for v in value)
+        want = 'a list of tables, e.g. [{name = "dense", width = 128, activation = "relu"}]'
         if ok:
-            value = tuple(int(v) for v in value)
+            value = tuple(_plain(v) for v in value)
+    elif typing.get_origin(hint) is tuple:  # tuple[int, ...], tuple[str, ...], tuple[float, ...]
+        elem = typing.get_args(hint)[0]
+        ok = isinstance(value, (list, tuple)) and all(_is(v, elem) for v in value)
+        want = {int: "a list of integers, e.g. [64, 256, 10]", str: 'a list of names, e.g. ["relu", "tanh"]',
+                float: "a list of numbers, e.g. [0.1, 0.2]"}[elem]
+        if ok:
+            value = tuple(elem(v) for v in value)
     else:  # pragma: no cover - every field type is listed above
         raise AssertionError(f"unhandled config type {hint!r} for {key}")
     if not ok:
         raise ConfigError(f"{key} must be {want}; got {value!r} ({type(value).__name__}).", key)
     return int(value) if hint is int else value
+
+
+def _is(v, elem) -> bool:
+    if isinstance(v, bool):
+        return False
+    if elem is float:
+        return isinstance(v, (int, float, np.integer, np.floating))
+    if elem is int:
+        return isinstance(v, (int, np.integer))
+    return isinstance(v, elem)
+
+
+def _plain(d):
+    """A TOML table as plain dicts and lists (for layer specs)."""
+    if isinstance(d, dict):
+        return {k: _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    return d
 
 
 def _fail(key: str, value, allowed: str):
@@ -504,14 +571,16 @@ def _validate(cfg: Config) -> None:
     if len(m.sizes) < 2 or any(s <= 0 for s in m.sizes):
         _fail("model.sizes", list(m.sizes), "at least two positive layer widths, input first, "
               "e.g. [64, 256, 10]")
-    _choice("model.hidden", m.hidden, activations.HIDDEN)
+    for h in (m.hidden,) if isinstance(m.hidden, str) else m.hidden:
+        _choice("model.hidden", h, activations.HIDDEN)
     _choice("model.output", m.output, activations.OUTPUT)
     _choice("model.loss", m.loss, losses.PAIRS)
     _choice("model.init", m.init, initializers.NAMES)
     _choice("model.bias_init", m.bias_init, BIAS_INITS)
     _number("model.l2", m.l2, low=0)
     _number("model.init_epsilon", m.init_epsilon, low=0, low_open=True)
-    _number("model.dropout", m.dropout, low=0, high=1, high_open=True)
+    for r in (m.dropout,) if isinstance(m.dropout, float) else m.dropout:
+        _number("model.dropout", r, low=0, high=1, high_open=True)
     _choice("model.precision", m.precision, PRECISIONS)
     build_model(m)  # the library's own checks, e.g. (output, loss) pairs
 
