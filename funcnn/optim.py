@@ -151,6 +151,9 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     Raises:
       TypeError: if an argument is not a GradientTransformation.
+      ValueError (from ``update``): a state that is not one state per
+        transform of the structure each ``init`` makes, e.g. another
+        optimizer's state.
     """
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
@@ -162,6 +165,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         return tuple(t.init(params) for t in transforms)
 
     def update(updates, state, params=None):
+        _check_chain_state(state, transforms, updates)
         new_state = []
         for t, s in zip(transforms, state):
             updates, s = t.update(updates, s, params)
@@ -169,6 +173,28 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
         return updates, tuple(new_state)
 
     return GradientTransformation(init, update)
+
+
+def _check_chain_state(state, transforms, updates) -> None:
+    """A chain's state must be one state per transform, each the structure its ``init`` makes.
+
+    Without this, ``zip`` would silently pair the states of another chain
+    (``adam``'s given to ``adamw``) with the wrong transforms, dropping some,
+    and return updates of the wrong sign and scale. The expected structure
+    comes from tracing each ``init`` abstractly (at trace time: free under jit).
+    """
+    if not isinstance(state, tuple) or len(state) != len(transforms):
+        got = f"a {type(state).__name__} of {len(state)} state(s)" if isinstance(state, tuple) \
+            else type(state).__name__
+        raise ValueError(f"this optimizer chains {len(transforms)} transformations, so its state must be a "
+                         f"tuple of {len(transforms)} states; got {got}. The state was made by a different "
+                         "optimizer: make it with this optimizer's init(params).")
+    for i, (t, s) in enumerate(zip(transforms, state)):
+        want = jax.tree.structure(jax.eval_shape(t.init, updates))
+        if jax.tree.structure(s) != want:
+            raise ValueError(f"state {i} of this chain has structure {jax.tree.structure(s)}, but transformation "
+                             f"{i} keeps {want}: the state was made by a different optimizer. Make it with "
+                             "this optimizer's init(params).")
 
 
 def scale(step_size: float) -> GradientTransformation:
