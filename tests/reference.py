@@ -114,3 +114,70 @@ def broken_derivative(name, wrong_grad):
         yield acts[name]
     finally:
         acts[name] = saved
+
+
+# ----------------------------------------------------------- any network, written plainly
+# An architecture is a list of ("dense", width, activation name or None),
+# ("layer_norm", eps) and ("residual", [inner architecture]) entries; params
+# are funcnn's (one entry per layer), read here with plain jnp only.
+
+
+def ref_layer_norm(p, h, eps):
+    mu = jnp.mean(h, axis=1, keepdims=True)
+    var = jnp.mean((h - mu) ** 2, axis=1, keepdims=True)
+    return (h - mu) / jnp.sqrt(var + eps) * p["gain"][None, :] + p["bias"][None, :]
+
+
+def ref_forward(arch, params, h):
+    for entry, p in zip(arch, params):
+        kind = entry[0]
+        if kind == "dense":
+            h = h @ p["W"] + p["b"][None, :]
+            if entry[2] is not None:
+                h = REF_ACT[entry[2]](h)
+        elif kind == "layer_norm":
+            h = ref_layer_norm(p, h, entry[1])
+        elif kind == "residual":
+            h = h + ref_forward(entry[1], p, h)
+        else:
+            raise ValueError(kind)
+    return h
+
+
+def ref_weights(arch, params):
+    out = []
+    for entry, p in zip(arch, params):
+        if entry[0] == "dense":
+            out.append(p["W"])
+        elif entry[0] == "residual":
+            out += ref_weights(entry[1], p)
+    return out
+
+
+def reference_network_loss(arch, params, x, y, *, output, loss, l2=0.0):
+    """Mean data loss + l2/(2n) sum of every dense W^2 for ``arch``, written plainly."""
+    out = ref_output(output, ref_forward(arch, params, x))
+    n = x.shape[0]
+    if loss == "mse":
+        data = jnp.sum((out - y) ** 2) / (2 * n)
+    elif loss == "cross_entropy":
+        t = jax.nn.one_hot(y, out.shape[1], dtype=out.dtype) if jnp.issubdtype(y.dtype, jnp.integer) else y
+        data = -jnp.sum(t * jnp.log(out)) / n
+    else:
+        data = -jnp.sum(y * jnp.log(out) + (1 - y) * jnp.log(1 - out)) / n
+    return data + l2 / (2 * n) * sum(jnp.sum(w ** 2) for w in ref_weights(arch, params))
+
+
+def funcnn_layers(arch):
+    """The funcnn layers for ``arch`` (the code under test is built from the same description)."""
+    from funcnn import layers
+
+    out = []
+    for entry in arch:
+        if entry[0] == "dense":
+            out.append(layers.dense(entry[1], entry[2]))
+        elif entry[0] == "layer_norm":
+            out.append(layers.layer_norm(entry[1]))
+        else:
+            out.append(layers.residual(*funcnn_layers(entry[1])))
+    return out
