@@ -139,7 +139,7 @@ def mlp(sizes, *, hidden="relu", output="softmax", loss="cross_entropy", l2: flo
     >>> params = net.init(jax.random.key(0))
     >>> [(p["W"].shape, p["b"].shape) for p in params]
     [((4, 8), (8,)), ((8, 3), (3,))]
-    >>> x, y = jax.numpy.ones((5, 4)), jax.numpy.array([0, 1, 2, 0, 1])
+    >>> x, y = jax.numpy.ones((5, 4), jax.numpy.float32), jax.numpy.array([0, 1, 2, 0, 1])
     >>> loss, grads = net.value_and_grad(params, x, y)      # hand-derived backprop
     >>> bool(jax.numpy.allclose(grads[0]["W"], jax.grad(net.loss)(params, x, y)[0]["W"], atol=1e-6))
     True

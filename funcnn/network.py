@@ -187,9 +187,9 @@ def network(layers, *, input_size: int, output="softmax", loss="cross_entropy", 
     >>> net = funcnn.network([layers.dense(16, "relu"), layers.layer_norm(),
     ...                       layers.residual(layers.dense(16, "tanh")), layers.dense(3)], input_size=4)
     >>> params = net.init(jax.random.key(0))
-    >>> [sorted(p) for p in params]
-    [['W', 'b'], ['bias', 'gain'], [], ['W', 'b']]
-    >>> net.apply(params, jax.numpy.ones((2, 4))).shape
+    >>> [sorted(params[0]), sorted(params[1]), sorted(params[2][0])]   # residual: its inner layers' params
+    [['W', 'b'], ['bias', 'gain'], ['W', 'b']]
+    >>> net.apply(params, jax.numpy.ones((2, 4), jax.numpy.float32)).shape
     (2, 3)
     """
     layers = _layers.check_layers(layers)
