@@ -1,0 +1,160 @@
+"""Measure the test suite's power: inject realistic backward and checker mistakes, one at a time.
+
+Each mutant is a one-line textual change to funcnn's own code (a derivative
+with a factor missing, a forgotten cotangent, a dropped term of layer norm's
+backward, a bf16 output, a checker that compares the gradient with itself,
+...). For each, a copy of the package and the tests is made in a temporary
+directory, the mutation applied there (never to the working tree), and the
+gradient-related tests run with ``pytest -x``; a mutant is *killed* when the
+suite fails. The kill rate is printed with every survivor named.
+
+    python scripts/mutate.py                 # every mutant (about 10-30 min on 2 cores)
+    python scripts/mutate.py --only 3 7      # some of them, by number
+    python scripts/mutate.py --list          # what they are
+
+Exit code 0 when every mutant is killed, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+# Fast, relevant files first: pytest -x stops at the first failure.
+TESTS = ["tests/test_layers.py", "tests/test_activations.py", "tests/test_losses.py", "tests/test_network.py",
+         "tests/test_gradcheck.py", "tests/test_custom_pieces.py", "tests/test_mlp.py", "tests/test_examples.py",
+         "tests/test_mlp_gradients.py", "tests/test_bit_identity.py"]
+
+
+class Mutant(NamedTuple):
+    file: str
+    old: str  # must occur exactly once in the file
+    new: str
+    what: str
+
+
+MUTANTS = [
+    Mutant("funcnn/layers.py", "dz = dy if act is None else dy * act.grad(cache.z, cache.y)", "dz = dy",
+           "dense: forgets the activation's derivative"),
+    Mutant("funcnn/layers.py", 'return {"W": dW, "b": jnp.sum(dz, axis=0)}, mm(dz, params["W"].T)',
+           'return {"W": dW, "b": jnp.mean(dz, axis=0)}, mm(dz, params["W"].T)', "dense: db averaged, not summed"),
+    Mutant("funcnn/layers.py", "dW = mm(transposed(cache.x), dz)  # [in, width]",
+           "dW = mm(transposed(cache.x), dy)  # [in, width]", "dense: dW from dy instead of dz"),
+    Mutant("funcnn/layers.py", 'mm(dz, params["W"].T)', 'mm(dy, params["W"].T)', "dense: dx from dy instead of dz"),
+    Mutant("funcnn/layers.py", "return dy if mask is None else dy * mask", "return dy",
+           "dropout: backward forgets the mask"),
+    Mutant("funcnn/layers.py", "return dy if mask is None else dy * mask",
+           "return dy if mask is None else dy * (mask > 0)", "dropout: backward forgets the 1/keep scaling"),
+    Mutant("funcnn/layers.py", "                    - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))",
+           "                    - 0 * xhat)", "layer_norm: drops the variance term of dx"),
+    Mutant("funcnn/layers.py", "dx = inv * (g - jnp.mean(g, axis=-1, keepdims=True)",
+           "dx = inv * (g", "layer_norm: drops the mean term of dx"),
+    Mutant("funcnn/layers.py", 'return {"gain": jnp.sum(dy * xhat, axis=0), "bias": jnp.sum(dy, axis=0)}, dx',
+           'return {"gain": jnp.sum(dy, axis=0), "bias": jnp.sum(dy, axis=0)}, dx', "layer_norm: dgain without xhat"),
+    Mutant("funcnn/layers.py", 'g = dy * params["gain"][None, :]', "g = dy", "layer_norm: forgets the gain in dx"),
+    Mutant("funcnn/layers.py", "return grads, dy + dx  # the skip path", "return grads, dx  # the skip path",
+           "residual: forgets the skip path's gradient"),
+    Mutant("funcnn/activations.py", 'Activation("sigmoid", jax.nn.sigmoid, lambda z, y: y * (1 - y), smooth=True)',
+           'Activation("sigmoid", jax.nn.sigmoid, lambda z, y: (1 - y), smooth=True)', "sigmoid' missing a factor"),
+    Mutant("funcnn/activations.py", 'Activation("tanh", jnp.tanh, lambda z, y: 1 - y * y, smooth=True)',
+           'Activation("tanh", jnp.tanh, lambda z, y: 1 - y, smooth=True)', "tanh' = 1 - y"),
+    Mutant("funcnn/activations.py", 'Activation("relu", _relu, lambda z, y: (z > 0).astype(z.dtype))',
+           'Activation("relu", _relu, lambda z, y: (z >= 0).astype(z.dtype))', "relu' convention at 0 flipped"),
+    Mutant("funcnn/activations.py", "jnp.where(z > 0, 1.0, y + ELU_ALPHA)", "jnp.where(z > 0, 1.0, y)",
+           "elu' forgets alpha"),
+    Mutant("funcnn/activations.py", "return y * (dy - jnp.sum(dy * y, axis=-1, keepdims=True))",
+           "return dy - jnp.sum(dy * y, axis=-1, keepdims=True)", "softmax VJP forgets the factor y"),
+    Mutant("funcnn/activations.py", "lambda z, y, dy: dy * y * (1 - y), _threshold",
+           "lambda z, y, dy: dy * y, _threshold", "sigmoid output VJP missing (1 - y)"),
+    Mutant("funcnn/losses.py", 'Loss("mse", _mse_value, lambda z, y, t: (y - t) / _n(z),',
+           'Loss("mse", _mse_value, lambda z, y, t: (y - t),', "mse gradient forgets 1/n"),
+    Mutant("funcnn/losses.py", "return (y * jnp.sum(T, axis=-1, keepdims=True) - T) / _n(z)",
+           "return (y - T) / _n(z)", "cross-entropy gradient assumes rows sum to 1"),
+    Mutant("funcnn/losses.py", 'Loss("binary_cross_entropy", _bce_value, lambda z, y, t: (y - t) / _n(z),',
+           'Loss("binary_cross_entropy", _bce_value, lambda z, y, t: (t - y) / _n(z),', "bce gradient sign"),
+    Mutant("funcnn/losses.py", "dtargets=lambda z, y, t: (t - y) / _n(z), smooth=True)",
+           "dtargets=lambda z, y, t: (y - t) / _n(z), smooth=True)", "mse target gradient sign"),
+    Mutant("funcnn/losses.py", "lambda path, g, p: g + coef * p if _is_weight(path) else g",
+           "lambda path, g, p: g + coef * p", "L2 gradient on biases and gains too"),
+    Mutant("funcnn/losses.py", "return l2 / (2 * n) * sum(", "return l2 / n * sum(", "L2 penalty without the 1/2"),
+    Mutant("funcnn/network.py", "grads = losses.add_l2_grad(grads, params, l2_scale * l2 / dz.shape[0])",
+           "grads = losses.add_l2_grad(grads, params, l2 / dz.shape[0])", "custom_vjp: L2 term forgets g"),
+    Mutant("funcnn/network.py", "dy = g * fns.dtargets(z, yout, y)", "dy = fns.dtargets(z, yout, y)",
+           "custom_vjp: target cotangent forgets g"),
+    Mutant("funcnn/network.py", "grads, dx = backward(params, cache, g * fns.dlogits(z, yout, y), need_dx=True, l2_scale=g)",
+           "grads, dx = backward(params, cache, fns.dlogits(z, yout, y), need_dx=True, l2_scale=g)",
+           "custom_vjp: data gradient and dx forget g"),
+    Mutant("funcnn/layers.py", ", preferred_element_type=jnp.float32)", ")", "bf16: matmul outputs in bf16"),
+    Mutant("funcnn/layers.py", "return out.astype(jnp.promote_types(a.dtype, b.dtype))",
+           "return out.astype(jnp.bfloat16).astype(jnp.promote_types(a.dtype, b.dtype))",
+           "bf16: products rounded to bf16 after float32 accumulation"),
+    Mutant("funcnn/mlp.py", "b = s * unit[start + fi * fo:start + counts[l]] if same",
+           "b = s * unit[start:start + fo] if same", "mlp init: biases reuse the weights' draws"),
+    Mutant("funcnn/gradcheck.py", '("reverse", "float64"): 1e-10,', '("reverse", "float64"): 1e-4,',
+           "checker: float32 tolerance in float64"),
+    Mutant("funcnn/gradcheck.py", "fd[idx] = (plus - minus) / (2 * h)", "fd[idx] = (plus - minus) / h",
+           "checker: central difference without the 2"),
+    Mutant("funcnn/gradcheck.py", "forward = unravel(jnp.asarray(fwd_flat))", "forward = reverse",
+           "checker: forward mode replaced by reverse mode"),
+    Mutant("funcnn/gradcheck.py", "reverse = jax.jit(jax.grad(prob.value))(prob.theta)", "reverse = prob.manual",
+           "checker: compares the manual gradient with itself"),
+    Mutant("funcnn/gradcheck.py", "    scale = np.max(np.abs(b)) if b.size else 0.0",
+           "    scale = np.max(np.abs(a)) if a.size else 0.0", "checker: relative to the manual gradient"),
+    Mutant("funcnn/gradcheck.py", "bool(max_rel <= tol)", "bool(max_rel <= tol or cosine > 0.999)",
+           "checker: a high cosine passes a scaled gradient"),
+]
+
+
+def run(mutant: Mutant, timeout: float) -> tuple[bool, float, str]:
+    """(killed, seconds, the first failing test or the reason)."""
+    with tempfile.TemporaryDirectory(prefix="funcnn-mutant-") as tmp:
+        tmp = Path(tmp)
+        for name in ("funcnn", "tests", "README.md", "pyproject.toml", "configs", "scripts"):
+            src = ROOT / name
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp / name)
+        path = tmp / mutant.file
+        text = path.read_text()
+        if text.count(mutant.old) != 1:
+            raise SystemExit(f"mutant {mutant.what!r}: {mutant.old!r} occurs {text.count(mutant.old)} times in "
+                             f"{mutant.file}; fix the mutant list.")
+        path.write_text(text.replace(mutant.old, mutant.new))
+        env = dict(os.environ, PYTHONPATH=str(tmp), PYTHONDONTWRITEBYTECODE="1")
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+                                  cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False, time.perf_counter() - t0, "timed out (counted as survived)"
+        failed = [line for line in proc.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
+        return proc.returncode != 0, time.perf_counter() - t0, (failed[0] if failed else "all tests passed")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", type=int, nargs="*", help="mutant numbers to run (default: all)")
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per mutant")
+    args = ap.parse_args(argv)
+    chosen = list(enumerate(MUTANTS)) if not args.only else [(i, MUTANTS[i]) for i in args.only]
+    if args.list:
+        for i, m in chosen:
+            print(f"{i:>3}  {m.file:<22} {m.what}")
+        return 0
+    killed = 0
+    for i, m in chosen:
+        dead, seconds, why = run(m, args.timeout)
+        killed += dead
+        print(f"{i:>3} {'killed  ' if dead else 'SURVIVED'} {seconds:6.0f} s  {m.what}  [{why}]", flush=True)
+    print(f"killed {killed} of {len(chosen)} mutants ({100 * killed / len(chosen):.0f}%)")
+    return 0 if killed == len(chosen) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
