@@ -9,6 +9,7 @@ machine does not favour whichever candidate ran before it.
 
     python scripts/bench.py                   # both sizes, table + JSON in bench_results/
     python scripts/bench.py --size digits --repeats 5
+    python scripts/bench.py --size digits --models 0   # skip the K-model group
 
 Optional peers: ``pip install -e ".[bench]"`` adds Flax+Optax and PyTorch (CPU);
 they are never dependencies of the library.
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import funcnn
-from funcnn import optim, train
+from funcnn import layers, optim, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
 from _common import interleaved_times, median_time  # noqa: E402
@@ -41,6 +42,7 @@ SIZES = {
 LR = 0.01
 BASELINE = "plain jax.grad + SGD, epoch in lax.scan"
 FLAX = "flax+optax jitted step loop"
+NETWORK = "funcnn.network([dense, ...]) spelling, epoch (manual)"
 
 
 def gemm_peak(repeats):
@@ -200,6 +202,21 @@ def bench_size(size, repeats, k_models):
         epoch = train.make_epoch(net, opt, batch_size=batch, grad=grad, drop_last=True)
         cands[f"funcnn epoch ({grad} grads)"] = (functools.partial(epoch, state0, x, y), n)
 
+    # The same MLP spelled as funcnn.network of dense layers: the layer code path must cost nothing.
+    spelled = funcnn.network([layers.dense(w, "relu") for w in cfg["sizes"][1:-1]] + [layers.dense(cfg["sizes"][-1])],
+                             input_size=cfg["sizes"][0])
+    epoch = train.make_epoch(spelled, opt, batch_size=batch, drop_last=True)
+    cands[NETWORK] = (functools.partial(epoch, state0, x, y), n)
+    # A layer-norm + residual network of the same widths: hand-derived vs autodiff.
+    w = cfg["sizes"][1]
+    ln_res = funcnn.network([layers.dense(w, "relu"), layers.layer_norm(),
+                             layers.residual(layers.dense(w, "relu"), layers.layer_norm()), layers.dense(cfg["sizes"][-1])],
+                            input_size=cfg["sizes"][0])
+    ln_state = train.init_state(ln_res, opt, key=jax.random.key(0))
+    for grad in ("manual", "autodiff"):
+        epoch = train.make_epoch(ln_res, opt, batch_size=batch, grad=grad, drop_last=True)
+        cands[f"layer-norm + residual net epoch ({grad} grads)"] = (functools.partial(epoch, ln_state, x, y), n)
+
     def fit5():  # the whole user-facing call: checks, init, 5 epochs, one host sync per epoch
         return train.fit(net, opt, (x, y), epochs=5, batch_size=batch, key=jax.random.key(0), drop_last=True)[0]
     cands["funcnn fit, 5 epochs per call (manual)"] = (fit5, 5 * n)
@@ -240,7 +257,10 @@ def bench_size(size, repeats, k_models):
     res = {name: samples / times[name] for name, (_, samples) in cands.items()}
     res.update((name, n / median_time(fn, repeats)) for name, fn in apart.items())
 
-    extra, cands = {}, {}  # the K-model candidates form a group of their own (their buffers slow the others)
+    extra = {"network_vs_mlp": res[NETWORK] / res["funcnn epoch (manual grads)"],
+             "layernorm_residual_manual_vs_autodiff": res["layer-norm + residual net epoch (manual grads)"]
+             / res["layer-norm + residual net epoch (autodiff grads)"]}
+    cands = {}  # the K-model candidates form a group of their own (their buffers slow the others)
     if k_models:
         keys = jax.random.split(jax.random.key(1), k_models)
         states = jax.vmap(lambda k: train.init_state(net, opt, key=k))(keys)
@@ -306,7 +326,7 @@ def main():
         for name, sps in res.items():
             print(f"{name:<48} {sps:12,.0f} {sps / base:13.2f}x {sps * fps / 1e9 / peak:12.1%}")
         for k, v in extra.items():
-            print(f"{k}: {v:.1f}x")
+            print(f"{k}: {v:.2f}x")
         report["sizes"][size] = {"results": res, **extra, "flops_per_sample": fps}
     first, imports = first_epoch_seconds()
     report["digits_first_epoch_s"] = first

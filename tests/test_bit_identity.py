@@ -99,3 +99,11 @@ def test_compiled_step_does_not_grow():
     state = train.init_state(net, optim.sgd(0.1), key=jax.random.key(0))
     step = train.make_train_step(net, optim.sgd(0.1))
     assert _hlo_instructions(lambda s, a, b: step(s, a, b), state, x, y) <= 227
+
+
+def test_network_spelling_compiles_to_the_same_program_as_mlp():
+    net = funcnn.mlp([64, 128, 10])
+    spelled = funcnn.network([funcnn.layers.dense(128, "relu"), funcnn.layers.dense(10)], input_size=64)
+    p = net.init(jax.random.key(0))
+    x, y = jnp.ones((32, 64), jnp.float32), jnp.zeros((32,), jnp.int32)
+    assert _hlo_instructions(spelled.value_and_grad, p, x, y) == _hlo_instructions(net.value_and_grad, p, x, y)
