@@ -141,7 +141,8 @@ def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epoch
 
     ``run_dir=None`` (processes other than 0 of a distributed run) trains and writes nothing.
     """
-    extra = {"standardizer": _standardizer_to_json(split.standardizer)}
+    extra = {"standardizer": _standardizer_to_json(split.standardizer),
+             **({"classes": split.classes} if split.classes is not None else {})}  # csv string labels
     cfg_dict = cfglib.config_to_dict(cfg)
     total = 1 if opt is None else cfg.training.epochs
     progress = _Progress(total, quiet=quiet, first=epochs_done)
@@ -370,13 +371,20 @@ def cmd_predict(args) -> int:
     x, _ = _load_inputs(args.input, None)
     if x.ndim != 2 or x.shape[1] != ckpt.net.input_size:
         raise UserError(f"{args.input} must hold rows of {ckpt.net.input_size} features; got shape {x.shape}.")
+    if args.labels and ckpt.net.output.decide is None:
+        raise UserError(f"--labels: {args.checkpoint} is a regression model ({ckpt.net.output.name} output): "
+                        "its outputs are the predictions and it has no labels; drop --labels.")
     x = _ckpt_inputs(ckpt, x)
     out = np.asarray(ckpt.net.predict(ckpt.params, x) if args.labels else ckpt.net.apply(ckpt.params, x))
+    classes = ckpt.extra.get("classes")
+    if args.labels and classes is not None:  # csv string labels: back to the names trained on
+        out = np.asarray(classes)[out]
     if args.out:
         np.save(args.out, out, allow_pickle=False)
         print(f"wrote {out.shape} to {args.out}")
     else:
-        np.savetxt(sys.stdout, out.reshape(out.shape[0], -1), fmt="%d" if args.labels else "%.6g", delimiter=",")
+        fmt = "%s" if out.dtype.kind == "U" else "%d" if args.labels else "%.6g"
+        np.savetxt(sys.stdout, out.reshape(out.shape[0], -1), fmt=fmt, delimiter=",")
     return 0
 
 
