@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import __version__, checkpoint, config as cfglib, data, experiment, parallel, train
+from funcnn.app import sweep
 from funcnn.gradcheck import gradcheck as _gradcheck
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -231,6 +232,10 @@ def _distributed_mesh(args):
 
 
 def cmd_train(args) -> int:
+    if args.seeds is not None:  # K seeds at once: funcnn.app.sweep
+        if args.distributed:
+            raise UserError("--seeds trains K models on one device (fit_many); it does not run with --distributed.")
+        return sweep.cmd_train_seeds(args, _new_run_dir, _write_text)
     t0 = time.perf_counter()
     cfg = cfglib.load_config(args.config, args.set)
     mesh = _distributed_mesh(args)  # before any JAX computation
@@ -416,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
     p.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
     p.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 <= I < N")
+    sweep.add_train_flags(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("gradcheck", help="hand-derived vs reverse, forward mode and finite differences",
@@ -453,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_resume)
+    sweep.register(sub, set_help, _new_run_dir, _write_text)  # sweep, config
     return ap
 
 
