@@ -1,8 +1,11 @@
 """funcnn.sklearn: scikit-learn's own estimator checks, and what they do not cover."""
+import csv
+import importlib.util
 import pickle
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -183,3 +186,15 @@ def test_bad_parameters_name_themselves(params, match):
 def test_the_library_never_imports_sklearn():
     code = "import sys, funcnn, funcnn.cli; assert 'sklearn' not in sys.modules, 'sklearn imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_vs_sklearn_script_writes_its_table(tmp_path, capsys):
+    path = Path(__file__).parents[1] / "scripts" / "vs_sklearn.py"
+    spec = importlib.util.spec_from_file_location("funcnn_script_vs_sklearn", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--sets", "iris", "--folds", "2", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "vs_sklearn.csv").open()))
+    assert [r["model"] for r in rows] == ["funcnn", "sklearn", "sklearn+scaler"]
+    assert all(0 < float(r["score_mean"]) <= 1 and float(r["fit_s"]) > 0 for r in rows)
+    assert "| iris | funcnn |" in capsys.readouterr().out
