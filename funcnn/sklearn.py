@@ -16,7 +16,10 @@ Parameters named as scikit-learn's ``MLPClassifier`` names them mean the same:
 ``hidden_layer_sizes``, ``activation``, ``alpha``, ``batch_size``,
 ``learning_rate_init``, ``max_iter`` (epochs), ``tol``, ``early_stopping``,
 ``validation_fraction``, ``n_iter_no_change``, ``random_state``,
-``warm_start``, ``verbose``. ``alpha`` is funcnn's ``l2``: both penalise
+``warm_start``, ``verbose`` (prints one line per epoch, as scikit-learn's does:
+the one place funcnn prints, and only when asked), except that
+``batch_size="auto"`` is ``min(200, n)`` but at least 4 steps per epoch.
+``alpha`` is funcnn's ``l2``: both penalise
 ``alpha / (2 n) * sum W^2`` with ``n`` the minibatch size, scikit-learn's
 convention too, so equal ``alpha`` is equal regularisation. (For several
 regression outputs funcnn's ``mse`` sums over outputs where scikit-learn's
