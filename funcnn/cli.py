@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import __version__, checkpoint, config as cfglib, data, experiment, parallel, train
+from funcnn.app import sweep
 from funcnn.gradcheck import gradcheck as _gradcheck
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -141,7 +142,8 @@ def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epoch
 
     ``run_dir=None`` (processes other than 0 of a distributed run) trains and writes nothing.
     """
-    extra = {"standardizer": _standardizer_to_json(split.standardizer)}
+    extra = {"standardizer": _standardizer_to_json(split.standardizer),
+             **({"classes": split.classes} if split.classes is not None else {})}  # csv string labels
     cfg_dict = cfglib.config_to_dict(cfg)
     total = 1 if opt is None else cfg.training.epochs
     progress = _Progress(total, quiet=quiet, first=epochs_done)
@@ -230,6 +232,10 @@ def _distributed_mesh(args):
 
 
 def cmd_train(args) -> int:
+    if args.seeds is not None:  # K seeds at once: funcnn.app.sweep
+        if args.distributed:
+            raise UserError("--seeds trains K models on one device (fit_many); it does not run with --distributed.")
+        return sweep.cmd_train_seeds(args, _new_run_dir, _write_text)
     t0 = time.perf_counter()
     cfg = cfglib.load_config(args.config, args.set)
     mesh = _distributed_mesh(args)  # before any JAX computation
@@ -370,13 +376,20 @@ def cmd_predict(args) -> int:
     x, _ = _load_inputs(args.input, None)
     if x.ndim != 2 or x.shape[1] != ckpt.net.input_size:
         raise UserError(f"{args.input} must hold rows of {ckpt.net.input_size} features; got shape {x.shape}.")
+    if args.labels and ckpt.net.output.decide is None:
+        raise UserError(f"--labels: {args.checkpoint} is a regression model ({ckpt.net.output.name} output): "
+                        "its outputs are the predictions and it has no labels; drop --labels.")
     x = _ckpt_inputs(ckpt, x)
     out = np.asarray(ckpt.net.predict(ckpt.params, x) if args.labels else ckpt.net.apply(ckpt.params, x))
+    classes = ckpt.extra.get("classes")
+    if args.labels and classes is not None:  # csv string labels: back to the names trained on
+        out = np.asarray(classes)[out]
     if args.out:
         np.save(args.out, out, allow_pickle=False)
         print(f"wrote {out.shape} to {args.out}")
     else:
-        np.savetxt(sys.stdout, out.reshape(out.shape[0], -1), fmt="%d" if args.labels else "%.6g", delimiter=",")
+        fmt = "%s" if out.dtype.kind == "U" else "%d" if args.labels else "%.6g"
+        np.savetxt(sys.stdout, out.reshape(out.shape[0], -1), fmt=fmt, delimiter=",")
     return 0
 
 
@@ -408,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
     p.add_argument("--num-processes", type=int, metavar="N", help="processes in the run")
     p.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 <= I < N")
+    sweep.add_train_flags(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("gradcheck", help="hand-derived vs reverse, forward mode and finite differences",
@@ -445,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_resume)
+    sweep.register(sub, set_help, _new_run_dir, _write_text)  # sweep, config
     return ap
 
 

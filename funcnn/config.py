@@ -151,7 +151,7 @@ class DataConfig:
 
     name: str = "digits"  # digits, two_lines, sine, xor, moons, spirals, mnist, csv
     path: str | None = None  # mnist: directory of the 4 IDX files; csv: the file
-    target: str | None = None  # csv: the target column's name
+    target: str | tuple[str, ...] | None = None  # csv: the target column's name, or several (regression)
     test_size: float = 0.3  # fraction held out for the test set (mnist: t10k is the test set)
     val_size: float = 0.0  # fraction held out for validation; 0 = no validation split
     stratify: bool = True  # keep class proportions in every split (classification only)
@@ -456,7 +456,8 @@ def _parse_override(item) -> tuple[str, str, object]:
     if _optional(hint):
         if text.lower() in ("none", "null"):
             return section, key, None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        rest = tuple(a for a in typing.get_args(hint) if a is not type(None))
+        hint = rest[0] if len(rest) == 1 else typing.Union[rest]  # str | tuple[str, ...] | None: both stay
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint):
         try:  # a list of names if it parses as one, else one bare name
             value = tomllib.loads(f"v = {text}")["v"]
@@ -482,7 +483,8 @@ def _typed(key: str, value, hint):
     if _optional(hint):
         if value is None:
             return None
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        rest = tuple(a for a in typing.get_args(hint) if a is not type(None))
+        hint = rest[0] if len(rest) == 1 else typing.Union[rest]  # str | tuple[str, ...] | None: both stay
     if hint is bool:
         ok, want = isinstance(value, bool), "true or false"
     elif hint is int:

@@ -39,6 +39,7 @@ class Split(NamedTuple):
     x_test: jax.Array
     y_test: jax.Array
     standardizer: data.Standardizer | None  # fitted on the training split, or None
+    classes: list | None = None  # csv string labels: label i is classes[i] (sorted); None otherwise
 
 
 class RunResult(NamedTuple):
@@ -66,6 +67,7 @@ def load_split(cfg: Config) -> Split:
     k_data, _ = keys(cfg)
     k_gen, k_split = jax.random.split(k_data)
     stratify = d.stratify
+    classes = None
     if d.name == "mnist":
         x_tr, y_tr, x_te, y_te = data.load_mnist(d.path, dtype=dtype)
         if d.val_size:
@@ -77,7 +79,8 @@ def load_split(cfg: Config) -> Split:
         if d.name == "digits":
             x, y = data.load_digits(dtype=dtype)
         elif d.name == "csv":
-            x, y = data.load_csv(d.path, target=d.target, dtype=dtype)
+            x, y, classes = data.load_csv(d.path, target=d.target, dtype=dtype, return_classes=True)
+            y = _csv_targets(cfg, y, dtype)
             stratify = stratify and jnp.issubdtype(y.dtype, jnp.integer)
         else:
             kwargs = {} if d.noise is None else {"noise": d.noise}
@@ -97,7 +100,19 @@ def load_split(cfg: Config) -> Split:
         stats = data.standardize_fit(x_tr)
         x_tr, x_te = data.standardize_apply(stats, x_tr), data.standardize_apply(stats, x_te)
         x_val = None if x_val is None else data.standardize_apply(stats, x_val)
-    return Split(x_tr, y_tr, x_val, y_val, x_te, y_te, stats)
+    return Split(x_tr, y_tr, x_val, y_val, x_te, y_te, stats, classes)
+
+
+def _csv_targets(cfg: Config, y, dtype):
+    """A CSV target as the configured output needs it: regression rows ``[n, k]`` float, else as read.
+
+    What counts as regression is the output activation's own ``decide``
+    (None: the outputs are the prediction), so integer-valued targets of a
+    regression (counts, years) are numbers, not class labels.
+    """
+    if activations.output(cfg.model.output).decide is not None:
+        return y
+    return y.astype(dtype).reshape(y.shape[0], -1)  # [n] -> [n, 1]; [n, k] stays
 
 
 def total_steps(cfg: Config, n_train: int) -> int:

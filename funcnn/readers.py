@@ -162,36 +162,47 @@ def load_mnist(directory, *, dtype=jnp.float32, flatten: bool = True
     return tuple(out)
 
 
-def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
-             ) -> tuple[Array, Array]:
-    """Reads a numeric CSV file with a header row into features and a target.
+def load_csv(path, *, target, dtype=jnp.float32, delimiter: str = ",", return_classes: bool = False):
+    """Reads a CSV file with a header row into features and a target.
 
-    Every column other than ``target`` becomes a feature, in file order. Blank
-    lines are skipped; a UTF-8 byte-order mark is ignored.
+    Every column other than the target(s) becomes a feature, in file order.
+    Blank lines are skipped; a UTF-8 byte-order mark is ignored.
 
-    The target is int32 when every one of its cells is an integer literal
-    (``0``, ``2``, ``-1``; not ``1.0``), so class labels come out ready for
-    ``one_hot`` and the metrics; otherwise it is float in ``dtype``.
+    One target column: it is int32 when every one of its cells is an integer
+    literal (``0``, ``2``, ``-1``; not ``1.0``), so class labels come out ready
+    for ``one_hot`` and the metrics; otherwise float in ``dtype``. With
+    ``return_classes=True`` a target that is not all numbers (string labels:
+    ``cat``, ``dog``) is read as class labels: ``classes`` is the sorted list
+    of its distinct values and ``y[i]`` is the index of row i's label in it.
+    Several target columns (a list of names) give float ``[n, k]`` targets.
 
     Args:
       path: ``str`` or ``os.PathLike`` to the file.
-      target: the name of the target column (surrounding spaces ignored).
+      target: the target column's name, or a list of names (surrounding spaces ignored).
       dtype: floating dtype of the features (and of a float target).
       delimiter: the one-character field separator.
+      return_classes: also return ``classes`` (None for a numeric target),
+        and accept non-numeric labels.
 
     Returns:
-      ``(x, y)``: ``x`` ``[n, d]`` in ``dtype``; ``y`` ``[n]`` int32 or ``dtype``.
+      ``(x, y)``, or ``(x, y, classes)`` with ``return_classes``: ``x``
+      ``[n, d]`` in ``dtype``; ``y`` ``[n]`` int32 or ``dtype``, or ``[n, k]``
+      in ``dtype`` for k target columns.
 
     Raises:
       FileNotFoundError: no file at ``path``.
       ValueError: empty file, duplicate column names, unknown ``target`` (the
         message lists the columns), no feature columns, no data rows, a row
         with the wrong number of cells, or a cell that is not a finite number
-        (the message names the line and column).
+        (the message names the line and column; a non-numeric label without
+        ``return_classes`` too).
       TypeError: ``dtype`` not floating.
     """
     dtype = _float_dtype(dtype)
     name = os.fspath(path)
+    targets = [target] if isinstance(target, str) else list(target)
+    if not targets or not all(isinstance(t, str) for t in targets):
+        raise TypeError(f"target must be a column name or a non-empty list of names; got {target!r}.")
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = [(line, r) for line, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
                 if any(cell.strip() for cell in r)]
@@ -203,18 +214,22 @@ def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
     if duplicates:
         raise ValueError(f"{name!r}: duplicate column name(s) {duplicates} in the header "
                          f"(line {header_line}).")
-    if target not in columns:
-        close = difflib.get_close_matches(str(target), columns, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"target={target!r} is not a column of {name!r}; its columns are "
-                         f"{columns}.{hint}")
-    if len(columns) < 2:
-        raise ValueError(f"{name!r} has only the target column {target!r}; at least one "
+    for t in targets:
+        if t not in columns:
+            close = difflib.get_close_matches(str(t), columns, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"target={t!r} is not a column of {name!r}; its columns are "
+                             f"{columns}.{hint}")
+    if len(columns) <= len(targets):
+        raise ValueError(f"{name!r} has only the target column(s) {targets}; at least one "
                          f"feature column is needed.")
     if len(rows) < 2:
         raise ValueError(f"{name!r} has a header but no data rows.")
-    t = columns.index(target)
+    tcols = [columns.index(t) for t in targets]
+    labels = return_classes and len(tcols) == 1 and not all(
+        _is_finite_number(row[tcols[0]]) for _, row in rows[1:] if len(row) == len(columns))
     values = np.empty((len(rows) - 1, len(columns)), np.float64)
+    texts = []
     target_is_int = True
     for i, (line, row) in enumerate(rows[1:]):
         if len(row) != len(columns):
@@ -222,19 +237,36 @@ def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
                              f"{len(columns)} columns.")
         for j, cell in enumerate(row):
             text = cell.strip()
-            try:
-                v = float(text)
-            except ValueError:
-                v = float("nan")
-            if not math.isfinite(v):
+            if labels and j == tcols[0]:
+                texts.append(text)
+                values[i, j] = 0.0
+                continue
+            if not _is_finite_number(text):
+                hint = (" A column of class names needs return_classes=True (the CLI does that)."
+                        if j in tcols and not return_classes and len(tcols) == 1 else "")
                 raise ValueError(f"{name!r}, line {line}, column {columns[j]!r}: {cell!r} is "
-                                 f"not a finite number; every cell must be numeric.")
-            values[i, j] = v
-            if j == t and target_is_int:
+                                 f"not a finite number; every cell must be numeric.{hint}")
+            values[i, j] = float(text)
+            if j in tcols and target_is_int:
                 try:
                     int(text)
                 except ValueError:
                     target_is_int = False
-    x = np.delete(values, t, axis=1).astype(dtype)
-    y = values[:, t].astype(np.int32 if target_is_int else dtype)
-    return jax.device_put(x), jax.device_put(y)
+    x = np.delete(values, tcols, axis=1).astype(dtype)
+    classes = None
+    if labels:
+        classes = sorted(set(texts))
+        y = np.searchsorted(np.asarray(classes), np.asarray(texts)).astype(np.int32)
+    elif len(tcols) > 1:
+        y = values[:, tcols].astype(dtype)
+    else:
+        y = values[:, tcols[0]].astype(np.int32 if target_is_int else dtype)
+    out = (jax.device_put(x), jax.device_put(y))
+    return (*out, classes) if return_classes else out
+
+
+def _is_finite_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text.strip()))
+    except ValueError:
+        return False
