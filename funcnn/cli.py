@@ -45,9 +45,10 @@ def _say(quiet: bool, message: str) -> None:
 # ------------------------------------------------------------------------ compilation cache
 
 NO_COMPILE_CACHE_ENV = "FUNCNN_NO_COMPILE_CACHE"  # set (to anything but "" or "0") to turn the cache off
-# Programs that compile faster than this are not written: reading them back
-# would cost about as much, and the run's few big programs are what matter.
-_CACHE_MIN_COMPILE_SECONDS = 0.1
+# Every program is written (JAX's default skips those compiling in under 1 s,
+# which is all of them here): reading a small one back is still faster than
+# compiling it, and a run writes only a few dozen.
+_CACHE_MIN_COMPILE_SECONDS = 0.0
 
 
 def compile_cache_dir() -> Path:
