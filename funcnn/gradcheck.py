@@ -91,7 +91,7 @@ SWEEP_STEPS = tuple(10.0 ** -k for k in range(1, 11))
 # truth at 0; tests/test_activations.py checks funcnn's convention at 0 directly.
 ACTIVATION_GRID = tuple(sorted(s * v for s in (-1.0, 1.0) for v in
                                (1e-6, 1e-3, 0.1, 0.5, 1.0, 1.7, 3.0, 6.0, 12.0, 30.0)))
-_CHUNK = 256  # parameter directions per vmapped call: bounds memory at chunk x batch x width.
+_CHUNK = 256  # parameter directions per step of the compiled loop: bounds memory at chunk x batch x width.
 
 
 class Comparison(NamedTuple):
