@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import importlib.util
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -29,6 +31,76 @@ EXIT_USAGE, EXIT_FAILED = 2, 1
 
 class UserError(Exception):
     """An error to report in one line, without a traceback."""
+
+
+def _say(quiet: bool, message: str) -> None:
+    """A progress line on stderr (stdout keeps the results), unless quiet.
+
+    Said before each step that takes a while (loading, compiling, checking,
+    plotting), so the screen is never blank for long.
+    """
+    if not quiet:
+        print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------ compilation cache
+
+NO_COMPILE_CACHE_ENV = "FUNCNN_NO_COMPILE_CACHE"  # set (to anything but "" or "0") to turn the cache off
+# Every program is written (JAX's default skips those compiling in under 1 s,
+# which is all of them here): reading a small one back is still faster than
+# compiling it, and a run writes only a few dozen.
+_CACHE_MIN_COMPILE_SECONDS = 0.0
+
+
+def compile_cache_dir() -> Path:
+    """Where the CLI keeps JAX's persistent compilation cache: ``$XDG_CACHE_HOME/funcnn/jax``
+    (an absolute ``XDG_CACHE_HOME``, as the XDG spec says), else ``~/.cache/funcnn/jax``."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "funcnn" / "jax"
+
+
+def _private_cache_dir() -> tuple[Path | None, str]:
+    """(the cache directory, created 0700 if missing) or (None, why it is not used).
+
+    The cache holds compiled code that JAX loads and runs, so it must be ours
+    alone: a directory owned by someone else, or writable by the group or by
+    everyone (``funcnn/`` or ``funcnn/jax``), or a symbolic link, is refused.
+    """
+    path = compile_cache_dir()
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError as e:
+        return None, f"it cannot be created ({e.strerror or e})"
+    for d in (path.parent, path):
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode):
+            return None, f"{d} is not a directory (a symbolic link?)"
+        if st.st_uid != os.getuid():
+            return None, f"{d} belongs to another user"
+        if st.st_mode & 0o022:
+            return None, f"{d} is writable by others (mode {stat.S_IMODE(st.st_mode):o}; chmod 700 it)"
+    return path, ""
+
+
+def _use_compile_cache(off: bool) -> Path | None:
+    """Turns on JAX's persistent compilation cache for this process, unless off; returns its directory.
+
+    A second run of the same config then loads its programs instead of
+    compiling them. Off with ``--no-compile-cache`` or ``FUNCNN_NO_COMPILE_CACHE=1``.
+    """
+    if off or os.environ.get(NO_COMPILE_CACHE_ENV, "") not in ("", "0"):
+        return None
+    path, why = _private_cache_dir()
+    if path is None:
+        print(f"funcnn: warning: not using the compilation cache at {compile_cache_dir()}: {why}. "
+              f"Runs compile from scratch; set {NO_COMPILE_CACHE_ENV}=1 to silence this.", file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", _CACHE_MIN_COMPILE_SECONDS)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path
 
 
 # ------------------------------------------------------------------------ small helpers
@@ -110,14 +182,15 @@ class _Progress:
             self.bar.close()
 
 
+def _will_plot(cfg) -> bool:
+    """Plots are asked for and matplotlib (the optional extra) is installed; nothing imported yet."""
+    return bool(cfg.output.plots) and importlib.util.find_spec("matplotlib") is not None
+
+
 def _try_plots(cfg, run_dir: Path, net, params, history, report, split) -> list[str]:
-    if not cfg.output.plots:
+    if not _will_plot(cfg):
         return []
-    try:
-        from funcnn import plots
-        import matplotlib  # noqa: F401  (the optional extra)
-    except ImportError:
-        return []
+    from funcnn import plots
     written = [plots.plot_history(history, run_dir / "history.png", title=run_dir.name)]
     if report is not None:
         written.append(plots.plot_gradient_errors(report, run_dir / "gradcheck.png"))
@@ -130,10 +203,20 @@ def _try_plots(cfg, run_dir: Path, net, params, history, report, split) -> list[
 # ------------------------------------------------------------------------ commands
 
 
-def _gradcheck_first_batch(cfg, split, net, state, dtype=None, max_entries=500):
+# The check before training samples fewer entries than `funcnn gradcheck` (500
+# per leaf, eps sweep over 64): every leaf is still compared with reverse mode in
+# full and with forward mode and finite differences on 32 entries (half the
+# largest, half at random), in a fraction of a second instead of seconds. A
+# wrong derivative shows in any sample; `funcnn gradcheck` is the thorough look.
+TRAIN_CHECK = {"max_entries": 32, "sweep_entries": 8}
+
+
+def _gradcheck_first_batch(cfg, split, net, state, dtype=None, max_entries=500, sweep_entries=64):
     bs = cfg.training.batch_size or min(256, split.x_train.shape[0])
-    x, y = split.x_train[:bs], experiment.targets(net, split.y_train[:bs])
-    return _gradcheck(net, state.params, x, y, dtype=dtype, max_entries=max_entries)
+    # Sliced on the host: an eager slice of a device array compiles a program.
+    x, y = np.asarray(split.x_train)[:bs], jnp.asarray(np.asarray(split.y_train)[:bs])
+    return _gradcheck(net, state.params, x, experiment.targets(net, y), dtype=dtype, max_entries=max_entries,
+                      sweep_entries=sweep_entries)
 
 
 def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epochs_done=0, quiet=False,
@@ -244,31 +327,40 @@ def cmd_train(args) -> int:
         net, opt = experiment.build(cfg, split.x_train.shape[0])
         _train_loop(cfg, None, split, net, opt, quiet=True, mesh=mesh)
         return 0
+    _say(args.quiet, f"loading the {cfg.data.name} data...")
     split = experiment.load_split(cfg)  # before the run dir: bad data makes no empty run
     net, opt = experiment.build(cfg, split.x_train.shape[0])
     run_dir = _new_run_dir(cfg, args.config, args.out)
     _write_text(run_dir / "config.json", json.dumps(cfglib.config_to_dict(cfg), indent=2) + "\n")
     report = None
     if cfg.output.gradcheck:
-        report = _gradcheck_first_batch(cfg, split, net, experiment.initial_state(cfg, net, opt))
+        _say(args.quiet, "checking the hand-derived gradient on the first batch (compiling the check)...")
+        report = _gradcheck_first_batch(cfg, split, net, experiment.initial_state(cfg, net, opt), **TRAIN_CHECK)
         _write_text(run_dir / "gradcheck.txt", str(report) + "\n")
         if not args.quiet:
             print(report.title.replace("gradcheck: ", "gradient check on the first batch: ")
                   + (" - PASSED" if report.passed else " - FAILED"), flush=True)
+    _say(args.quiet, "compiling the training program...")
     result = _train_loop(cfg, run_dir, split, net, opt, quiet=args.quiet, mesh=mesh)
     return _finish(cfg, run_dir, split, net, result, report, t0, args.quiet)
 
 
 def _finish(cfg, run_dir, split, net, result, report, t0, quiet) -> int:
-    plots = _try_plots(cfg, run_dir, net, result.state.params, _history_from_jsonl(run_dir), report, split)
+    """Writes summary.json, prints the summary, then draws the plots (the answer first: plots take a second)."""
     summary = {"test": result.test, "training_seconds": result.seconds,
                "gradcheck_passed": None if report is None else report.passed,
                "gradcheck_worst": None if report is None else
                {r: report.worst(r).max_rel for r in ("reverse", "forward", "finite_diff")},
-               "plots": plots}
+               "plots": []}
     _write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    text = _summary(run_dir, result, report, time.perf_counter() - t0, plots)
+    will_plot = _will_plot(cfg)
+    text = _summary(run_dir, result, report, time.perf_counter() - t0, will_plot)
     print(text if not quiet else text.strip().splitlines()[1 if report is None else 2], flush=True)
+    if will_plot:
+        _say(quiet, "drawing plots...")
+        summary["plots"] = _try_plots(cfg, run_dir, net, result.state.params, _history_from_jsonl(run_dir),
+                                      report, split)
+        _write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return 0
 
 
@@ -460,11 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_resume)
     sweep.register(sub, set_help, _new_run_dir, _write_text)  # sweep, config
+    for p in sub.choices.values():
+        p.add_argument("--no-compile-cache", action="store_true",
+                       help=f"compile every program afresh instead of reusing those of earlier runs from "
+                       f"{compile_cache_dir()} (also: {NO_COMPILE_CACHE_ENV}=1)")
     return ap
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _use_compile_cache(args.no_compile_cache)
     try:
         return args.fn(args)
     except train.DivergenceError as e:

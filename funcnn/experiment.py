@@ -53,8 +53,20 @@ class RunResult(NamedTuple):
 
 def keys(cfg: Config) -> tuple[jax.Array, jax.Array]:
     """(data key, training key) from the config's one seed."""
-    k_data, k_train = jax.random.split(jax.random.key(cfg.training.seed))
-    return k_data, k_train
+    return _keys(cfg.training.seed)[:2]
+
+
+@functools.lru_cache(maxsize=16)
+def _keys(seed: int):
+    """(data key, training key, generation key, split key): drawn eagerly, each split would compile its own program."""
+    return _draw_keys(seed)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _draw_keys(seed: int):
+    k_data, k_train = jax.random.split(jax.random.key(seed))
+    k_gen, k_split = jax.random.split(k_data)
+    return k_data, k_train, k_gen, k_split
 
 
 def dtype_of(cfg: Config):
@@ -64,8 +76,7 @@ def dtype_of(cfg: Config):
 def load_split(cfg: Config) -> Split:
     """Loads or generates the data set, splits it and preprocesses it as configured."""
     d, dtype = cfg.data, dtype_of(cfg)
-    k_data, _ = keys(cfg)
-    k_gen, k_split = jax.random.split(k_data)
+    k_gen, k_split = _keys(cfg.training.seed)[2:]
     stratify = d.stratify
     classes = None
     if d.name == "mnist":

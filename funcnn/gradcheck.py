@@ -54,6 +54,7 @@ at theta_i), and are excluded and counted, not hidden.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from typing import Callable, NamedTuple
@@ -90,7 +91,7 @@ SWEEP_STEPS = tuple(10.0 ** -k for k in range(1, 11))
 # truth at 0; tests/test_activations.py checks funcnn's convention at 0 directly.
 ACTIVATION_GRID = tuple(sorted(s * v for s in (-1.0, 1.0) for v in
                                (1e-6, 1e-3, 0.1, 0.5, 1.0, 1.7, 3.0, 6.0, 12.0, 30.0)))
-_CHUNK = 256  # parameter directions per vmapped call: bounds memory at chunk x batch x width.
+_CHUNK = 256  # parameter directions per step of the compiled loop: bounds memory at chunk x batch x width.
 
 
 class Comparison(NamedTuple):
@@ -185,18 +186,6 @@ def _compare(path, layer, reference, a, b, tol, excluded=0, mask=None, piece="")
                       bool(max_rel <= tol), excluded, piece)
 
 
-def _chunked(fn, n):
-    """Applies fn to index chunks [i, i + _CHUNK) and concatenates the results.
-
-    fn(i, j) must return _CHUNK rows (the ones past j - i are padding): every
-    chunk then has one shape, so each vmapped function compiles once.
-    """
-    if n == 0:
-        return np.zeros(0)
-    return np.concatenate([np.asarray(fn(i, min(i + _CHUNK, n)))[: min(_CHUNK, n - i)]
-                           for i in range(0, n, _CHUNK)])
-
-
 def _dtype_name(dtype, default) -> str:
     if dtype is None:
         dtype = default
@@ -207,9 +196,20 @@ def _dtype_name(dtype, default) -> str:
 
 
 def _cast(tree, dtype):
-    """Float leaves to ``dtype``; integer leaves (labels) unchanged."""
-    return jax.tree.map(lambda a: jnp.asarray(a, dtype) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
-                        else jnp.asarray(a), tree)
+    """Float leaves to ``dtype``; integer leaves (labels) unchanged.
+
+    Converted on the host (the leaves are concrete): an eager ``astype`` would
+    compile a program per shape and dtype.
+    """
+    dtype = jnp.dtype(dtype)
+
+    def cast(a):
+        a = a if isinstance(a, jax.Array) else np.asarray(a)
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            return jnp.asarray(a)
+        return a if isinstance(a, jax.Array) and a.dtype == dtype else jax.device_put(np.asarray(a).astype(dtype))
+
+    return jax.tree.map(cast, tree)
 
 
 def _entries(manual, max_entries):
@@ -242,54 +242,114 @@ class _Problem(NamedTuple):
     name: Callable  # path -> row name
     piece: Callable  # path -> piece name
     layer: Callable  # path -> layer index
+    # Data the value functions take after theta (value(theta, *args)): passed as
+    # arguments, not closed over, so the compiled programs serve every call.
+    args: tuple = ()
+    args64: tuple = ()
+
+
+def _padded(a, fill=0):
+    """``a`` padded with ``fill`` to a size that few distinct calls share.
+
+    Sizes round up to a multiple of 32 below ``_CHUNK`` and of ``_CHUNK``
+    above, so checks of similar size reuse one compiled program and ``_map``
+    never compiles a remainder; the padding rows are computed and dropped.
+    """
+    a = np.asarray(a)
+    step = 32 if a.size <= _CHUNK else _CHUNK
+    size = max(step, -(-a.size // step) * step)
+    return np.concatenate([a, np.full(size - a.size, fill, a.dtype)])
+
+
+def _map(f, xs):
+    """``f`` over the rows of ``xs``: one vmap up to ``_CHUNK`` rows, else ``_CHUNK`` rows per step of a loop.
+
+    The loop bounds memory at chunk x batch x width whatever the number of rows.
+    """
+    n = jax.tree.leaves(xs)[0].shape[0]
+    return jax.vmap(f)(xs) if n <= _CHUNK else jax.lax.map(f, xs, batch_size=_CHUNK)
+
+
+def _split_like(flat, leaves):
+    """A flat vector cut into arrays shaped like ``leaves`` (the inverse of concatenating their ravels)."""
+    out, start = [], 0
+    for leaf in leaves:
+        size = int(np.size(leaf))
+        out.append(np.asarray(flat[start:start + size]).reshape(np.shape(leaf)))
+        start += size
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _autodiff(value, theta, args, idx):
+    """``(jax.grad(value)(theta, *args), [JVP along e_i for i in idx])``: one compiled program."""
+    reverse = jax.grad(value)(theta, *args)
+    flat, unravel = ravel_pytree(theta)
+
+    def jvp(i):
+        e = jnp.zeros_like(flat).at[i].set(1)
+        return jax.jvp(lambda t: value(unravel(t), *args), (flat,), (e,))[1]
+
+    return reverse, _map(jvp, idx)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _shifted_values(value64, theta64, args64, idx, h):
+    """``[value64(theta64 + h_k e_{idx_k}, *args64) for k]`` in float64: one compiled program."""
+    flat, unravel = ravel_pytree(theta64)
+    return _map(lambda ih: value64(unravel(flat.at[ih[0]].add(ih[1])), *args64), (idx, h))
 
 
 def _run(prob: _Problem, dtype: str, max_entries, sweep_entries: int, kinks_everywhere: bool = False):
-    """Rows (per leaf, per reference) and the eps sweep for one problem."""
-    reverse = jax.jit(jax.grad(prob.value))(prob.theta)
-    theta, unravel = ravel_pytree(prob.theta)
-    P = theta.size
+    """Rows (per leaf, per reference) and the eps sweep for one problem.
+
+    Two compiled programs do all the numerical work, whatever the number of
+    entries: ``_autodiff`` (reverse mode and every forward-mode JVP, in the
+    check's dtype) and ``_shifted_values`` (every loss evaluation the finite
+    differences, the kink detection and the eps sweep need, in float64). Both
+    take the data as arguments, so a second check of the same problem function
+    at the same shapes reuses them.
+    """
+    P = sum(int(np.size(a)) for a in jax.tree.leaves(prob.theta))
     idx = _entries(prob.manual, max_entries)
     checked = np.zeros(P, bool)
     checked[idx] = True
+    reverse, fwd = _autodiff(prob.value, prob.theta, tuple(prob.args), _padded(idx))
+    fwd_flat = np.zeros(P, np.asarray(fwd).dtype)
+    fwd_flat[idx] = np.asarray(fwd)[: idx.size]
+    forward = jax.tree.unflatten(jax.tree.structure(prob.theta),
+                                 _split_like(fwd_flat, jax.tree.leaves(prob.theta)))
 
-    def basis(i, j):  # rows e_idx[i] .. e_idx[j-1], zero rows after
-        E = np.zeros((_CHUNK, P), np.asarray(theta).dtype)
-        E[np.arange(j - i), idx[i:j]] = 1
-        return jnp.asarray(E)
-    jvp = jax.jit(lambda E: jax.vmap(lambda e: jax.jvp(lambda t: prob.value(unravel(t)), (theta,), (e,))[1])(E))
-    fwd_flat = np.zeros(P, np.asarray(theta).dtype)
-    fwd_flat[idx] = _chunked(lambda i, j: jvp(basis(i, j)), len(idx))
-    forward = unravel(jnp.asarray(fwd_flat))
-
-    # Finite differences, float64 throughout.
-    th64, unravel64 = ravel_pytree(prob.theta64)
-    value64 = jax.jit(jax.vmap(lambda t: prob.value64(unravel64(t))))
-    scale = np.maximum(1.0, np.abs(np.asarray(th64)))
-
-    def one_sided(h_rel, idx):
-        """(L(theta + h e_i), L(theta - h e_i), h) at entries idx with steps h_rel * scale."""
-        def chunk(i, j):
-            E = np.zeros((_CHUNK, P))
-            rows = np.arange(j - i)
-            h = np.ones(_CHUNK)  # padding rows: zero perturbation, any h
-            h[rows] = h_rel * scale[idx[i:j]]
-            E[rows, idx[i:j]] = h[rows]
-            return np.stack([np.asarray(value64(th64[None, :] + E)), np.asarray(value64(th64[None, :] - E)), h], 1)
-        out = _chunked(chunk, len(idx)).reshape(-1, 3)
-        return out[:, 0], out[:, 1], out[:, 2]
-
-    def central(h_rel, idx):
-        plus, minus, h = one_sided(h_rel, idx)
-        return (plus - minus) / (2 * h)
-
+    # Finite differences, float64 throughout: every shifted point in one call.
+    th64 = np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(prob.theta64)] or
+                          [np.zeros(0)])
+    scale = np.maximum(1.0, np.abs(th64))
+    kink_check = not prob.smooth and idx.size > 0
+    points = [(idx, FD_STEP * scale[idx]), (idx, -FD_STEP * scale[idx])]
+    if kink_check:
+        points += [(idx, 2 * FD_STEP * scale[idx]), (idx, -2 * FD_STEP * scale[idx]), (np.zeros(1, int), np.zeros(1))]
+    cand = np.zeros(0, int)
+    if sweep_entries and idx.size:
+        # Candidates: half the largest reverse-mode entries, plus a fixed-seed draw; the
+        # ones at kinks are dropped below. Evaluated with repeats, so the number of
+        # points (and so the compiled program) does not depend on the values.
+        rev_flat = np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(reverse)])
+        rng = np.random.default_rng(0)
+        cand = np.concatenate([idx[np.argsort(-np.abs(rev_flat[idx]))][: sweep_entries // 2],
+                               rng.choice(idx, min(idx.size, sweep_entries), replace=False)])
+        points += [(cand, s * h * scale[cand]) for h in SWEEP_STEPS for s in (1.0, -1.0)]
+    at = np.concatenate([p[0] for p in points]) if points else np.zeros(0, int)
+    steps = np.concatenate([p[1] for p in points]) if points else np.zeros(0)
+    values = np.asarray(_shifted_values(prob.value64, prob.theta64, tuple(prob.args64), _padded(at),
+                                        _padded(steps)))[: at.size]
+    n = idx.size
+    plus, minus, h = values[:n], values[n:2 * n], FD_STEP * scale[idx]
     fd = np.zeros(P)
-    plus, minus, h = one_sided(FD_STEP, idx)
     fd[idx] = (plus - minus) / (2 * h)
     kinked = np.zeros(P, bool)
-    if not prob.smooth and idx.size:
-        fd2 = central(2 * FD_STEP, idx)
-        f0 = float(value64(th64[None, :])[0])
+    if kink_check:
+        fd2 = (values[2 * n:3 * n] - values[3 * n:4 * n]) / (2 * (2 * FD_STEP * scale[idx]))
+        f0 = float(values[4 * n])
         top = max(np.max(np.abs(fd)), 1e-300)
         # Smooth: fd and fd2 differ by O(h^2) ~ 1e-10 relative, and the one-sided
         # quotients by O(h) ~ 1e-5. Across a kink they differ by a share of the
@@ -298,18 +358,19 @@ def _run(prob: _Problem, dtype: str, max_entries, sweep_entries: int, kinks_ever
                       (np.abs((plus - f0) / h - (f0 - minus) / h) > 1e-3 * top)
 
     sweep = None
-    if sweep_entries and idx.size:
-        rev_flat = np.asarray(ravel_pytree(_cast(reverse, jnp.float64))[0])
-        rng = np.random.default_rng(0)
-        pick = np.unique(np.concatenate([idx[np.argsort(-np.abs(rev_flat[idx]))][: sweep_entries // 2],
-                                         rng.choice(idx, min(idx.size, sweep_entries), replace=False)]))
-        pick = pick[~kinked[pick]][:sweep_entries]
+    if cand.size:
+        curves = values[at.size - 2 * len(SWEEP_STEPS) * cand.size:].reshape(len(SWEEP_STEPS), 2, cand.size)
+        uniq, first = np.unique(cand, return_index=True)
+        keep = ~kinked[uniq]
+        pick, where = uniq[keep][:sweep_entries], first[keep][:sweep_entries]
         ref = rev_flat[pick]
-        errs = [float(np.max(np.abs(central(h, pick) - ref)) / max(np.max(np.abs(ref)), 1e-300))
-                for h in SWEEP_STEPS]
+        errs = [float(np.max(np.abs((c[0, where] - c[1, where]) / (2 * hs * scale[pick]) - ref))
+                      / max(np.max(np.abs(ref)), 1e-300)) if pick.size else np.nan
+                for hs, c in zip(SWEEP_STEPS, curves, strict=True)]
         sweep = EpsSweep(SWEEP_STEPS, tuple(errs), len(pick))
 
-    as_tree = lambda v: unravel64(jnp.asarray(v, jnp.float64))
+    leaves64 = jax.tree.leaves(prob.theta64)
+    as_tree = lambda v: jax.tree.unflatten(jax.tree.structure(prob.theta64), _split_like(v, leaves64))
     fd_tree, kink_tree, checked_tree = as_tree(fd), as_tree(kinked), as_tree(checked)
     rows = []
     flat_manual = jax.tree_util.tree_flatten_with_path(prob.manual)[0]
@@ -388,18 +449,36 @@ def gradcheck(net, params, x, y, *, key=None, dtype=None, sweep_entries: int = 6
         x64, y64 = _cast(x, jnp.float64), _cast(y, jnp.float64)
         # Jitted, not eager: eager mode compiles every primitive at a new shape,
         # which costs more than the check itself.
-        manual = jax.jit(lambda q: manual_grad(q, xx, yy, key=key))(p)
+        manual = _jit_positional(manual_grad)(p, xx, yy, key)
         names = [layer.name for layer in net.layers]
-        prob = _Problem(lambda q: net.loss(q, xx, yy, key=key), lambda q: net.loss(q, x64, y64, key=key),
-                        p, _cast(params, jnp.float64), manual, net.smooth, jax.tree_util.keystr,
+        loss = _positional(net.loss)
+        prob = _Problem(loss, loss, p, _cast(params, jnp.float64), manual, net.smooth, jax.tree_util.keystr,
                         lambda path: names[_index(path)] if _index(path) < len(names) else "",
-                        _index)
+                        _index, (xx, yy, key), (x64, y64, key))
         res = _run(prob, dtype, max_entries, sweep_entries)
     P, checked = res[3], res[2]
     title = (f"gradcheck: {describe(net)}{', random layers keyed' if net.random and key is not None else ''}, "
              f"dtype {dtype}, batch {xx.shape[0]}, {P} parameters"
              + (f" ({checked} checked by forward mode and finite differences)" if checked < P else ""))
     return _report(title, dtype, [res])
+
+
+@functools.lru_cache(maxsize=64)
+def _positional(fn):
+    """``fn(params, x, y, key=key)`` as ``(params, x, y, key)``: one function object per ``fn``.
+
+    Module-level and cached, not a lambda per call: the compiled programs are
+    keyed on the function, so a check serves the next check of the same network.
+    """
+    def positional(params, x, y, key):
+        return fn(params, x, y, key=key)
+
+    return positional
+
+
+@functools.lru_cache(maxsize=64)
+def _jit_positional(fn):
+    return jax.jit(_positional(fn))
 
 
 def _index(path) -> int:

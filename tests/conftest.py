@@ -5,7 +5,14 @@
 * Rank promotion raises: a silent ``[batch] + [batch, 1] -> [batch, batch]``
   broadcast is a bug, never a convenience.
 """
+import os
+
 import jax
+
+# The CLI's persistent compilation cache stays off in tests (in-process calls of
+# cli.main and the subprocesses they start inherit this): a test never writes to
+# the user's real cache. Tests of the cache unset it with a temporary XDG_CACHE_HOME.
+os.environ["FUNCNN_NO_COMPILE_CACHE"] = "1"
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")

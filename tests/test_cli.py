@@ -1,5 +1,9 @@
 """The funcnn command, driven in-process through funcnn.cli.main."""
 import json
+import os
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +130,70 @@ def test_every_command_has_help(capsys):
             cli.main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: funcnn " + cmd in capsys.readouterr().out
+
+
+def test_progress_on_stderr_and_plots_after_the_summary(tmp_path, capsys, monkeypatch):
+    """Not quiet: each slow step is announced on stderr, and the summary is printed before any plot is drawn."""
+    printed_before_plots = []
+    real = cli._try_plots
+
+    def spy(cfg, run_dir, *args):
+        printed_before_plots.append((capsys.readouterr(), sorted(p.name for p in run_dir.glob("*.png"))))
+        return real(cfg, run_dir, *args)
+
+    monkeypatch.setattr(cli, "_try_plots", spy)
+    code = cli.main(["train", str(CONFIGS / "two_lines.toml"), "--out", str(tmp_path / "run"),
+                     "--set", "training.epochs=2", "--set", "output.plots=true"])
+    assert code == 0 and len(printed_before_plots) == 1
+    (out, err), pngs = printed_before_plots[0]
+    assert "test accuracy" in out and "training time" in out and pngs == []
+    steps = ["loading the two_lines data...", "checking the hand-derived gradient on the first batch",
+             "compiling the training program...", "drawing plots..."]
+    assert [err.find(s) for s in steps] == sorted(err.find(s) for s in steps) and all(s in err for s in steps)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["plots"]  # rewritten with the plots
+    assert (tmp_path / "run" / "history.png").exists()
+
+
+def test_quiet_says_nothing_on_stderr(tmp_path, capsys):
+    assert _train(tmp_path, "two_lines", "training.epochs=1") == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("test accuracy")
+
+
+# The compilation cache, through the command in a subprocess with its own HOME
+# and XDG_CACHE_HOME (conftest turns the cache off for every other test).
+
+def _funcnn(tmp_path, *args, xdg=True, **env):
+    e = {k: v for k, v in os.environ.items() if k not in ("FUNCNN_NO_COMPILE_CACHE", "XDG_CACHE_HOME")}
+    e.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(CONFIGS.parent), **env)
+    if xdg:
+        e["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    return subprocess.run([sys.executable, "-m", "funcnn", *args], env=e, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+
+
+def test_compile_cache_is_created_private_and_filled(tmp_path):
+    r = _funcnn(tmp_path, "train", str(CONFIGS / "two_lines.toml"), "--out", str(tmp_path / "run"), "--quiet",
+                "--set", "training.epochs=1", "--set", "output.plots=false", xdg=False)
+    assert r.returncode == 0, r.stderr
+    cache = tmp_path / "home" / ".cache" / "funcnn" / "jax"  # no XDG_CACHE_HOME: ~/.cache
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700 and stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
+    assert any(cache.iterdir()), "the run wrote no compiled program"
+
+
+def test_compile_cache_refuses_a_directory_others_can_write(tmp_path):
+    cache = tmp_path / "xdg" / "funcnn" / "jax"
+    cache.mkdir(parents=True)
+    cache.chmod(0o777)
+    r = _funcnn(tmp_path, "evaluate", "missing.ckpt")
+    assert r.returncode == 2, r.stderr
+    assert "not using the compilation cache" in r.stderr and "writable by others" in r.stderr
+    assert not any(cache.iterdir())
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_compile_cache_can_be_turned_off(tmp_path, how):
+    r = _funcnn(tmp_path, "evaluate", "missing.ckpt", *(["--no-compile-cache"] if how == "flag" else []),
+                **({"FUNCNN_NO_COMPILE_CACHE": "1"} if how == "env" else {}))
+    assert r.returncode == 2, r.stderr
+    assert "compilation cache" not in r.stderr and not (tmp_path / "xdg" / "funcnn").exists()

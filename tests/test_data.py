@@ -547,3 +547,15 @@ def test_augment_shifts_moves_pixels_with_zero_fill():
     np.testing.assert_array_equal(up, [[4, 5, 6], [7, 8, 9], [0, 0, 0]])
     with pytest.raises(ValueError, match=r"image_shape=\(8, 8\) needs 64"):
         data.augment_shifts(im, np.array([4]))
+
+
+def test_split_permutations_are_the_eager_draws():
+    """The one compiled program of a split draws exactly what the eager split and permutations drew
+    (splits of existing runs, which resume and evaluate re-create, must not change)."""
+    from funcnn.data import _permutations
+
+    key = jax.random.key(3)
+    k_perm, k_ties = jax.random.split(key)
+    perm, ties = _permutations(key, 97, 10)
+    np.testing.assert_array_equal(perm, jax.random.permutation(k_perm, 97))
+    np.testing.assert_array_equal(ties, jax.random.permutation(k_ties, 10))
