@@ -49,6 +49,7 @@ except ModuleNotFoundError:  # Python 3.10: the backport, a declared dependency 
 import numpy as np
 
 from funcnn import _checks, activations, initializers, layers, losses, optim
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.mlp import BIAS_INITS, PRECISIONS, mlp
 from funcnn.network import Network, network
 from funcnn.optim import GradientTransformation
@@ -70,7 +71,7 @@ _INPUTS = {"digits": 64, "mnist": 784, "two_lines": 2, "xor": 2, "moons": 2, "sp
 _OUTPUTS = {"digits": 10, "mnist": 10, "sine": 1}
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidArgument):
     """A bad configuration value; ``key`` is the ``"section.key"`` concerned (or None)."""
 
     def __init__(self, message: str, key: str | None = None):
@@ -261,7 +262,7 @@ def config_to_dict(cfg: Config) -> dict:
       TypeError: ``cfg`` is not a ``Config``.
     """
     if not isinstance(cfg, Config):
-        raise TypeError(f"cfg must be a Config; got {type(cfg).__name__}.")
+        raise InvalidType(f"cfg must be a Config; got {type(cfg).__name__}.")
     out = {}
     for section in SECTIONS:
         values = dataclasses.asdict(getattr(cfg, section))
@@ -322,7 +323,7 @@ def build_model(cfg: ModelConfig) -> Network:
     """
     cfg = cfg.model if isinstance(cfg, Config) else cfg
     if not isinstance(cfg, ModelConfig):
-        raise TypeError(f"cfg must be a ModelConfig; got {type(cfg).__name__}.")
+        raise InvalidType(f"cfg must be a ModelConfig; got {type(cfg).__name__}.")
     if cfg.layers:
         return _build_network(cfg)
     init = initializers.uniform(cfg.init_epsilon) if cfg.init == "uniform" else cfg.init
@@ -380,7 +381,7 @@ def build_optimizer(cfg: OptimizerConfig, total_steps: int) -> GradientTransform
     """
     cfg = cfg.optimizer if isinstance(cfg, Config) else cfg
     if not isinstance(cfg, OptimizerConfig):
-        raise TypeError(f"cfg must be an OptimizerConfig; got {type(cfg).__name__}.")
+        raise InvalidType(f"cfg must be an OptimizerConfig; got {type(cfg).__name__}.")
     if cfg.name == "lbfgs":
         raise ConfigError(
             "optimizer.name='lbfgs' is a full-batch minimiser, not a GradientTransformation: "

@@ -18,6 +18,7 @@ import numpy as np
 
 from funcnn import activations, data, metrics, optim, train
 from funcnn.config import Config, build_model, build_optimizer
+from funcnn.errors import InvalidArgument
 
 _GENERATED = {
     "two_lines": data.make_two_lines,
@@ -194,7 +195,7 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
     start = time.perf_counter()
     if opt is None:
         if mesh is not None:
-            raise ValueError("optimizer.name='lbfgs' is one full-batch minimisation and does not run "
+            raise InvalidArgument("optimizer.name='lbfgs' is one full-batch minimisation and does not run "
                              "data-parallel; train it without a mesh (no --distributed).")
         state, history = _run_lbfgs(cfg, net, split, callback)
     else:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn.datasets import _float_dtype
+from funcnn.errors import InvalidArgument
 
 Array = jax.Array
 
@@ -53,7 +54,7 @@ def _read_bytes(path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{os.fspath(path)!r} starts like a gzip file but cannot be "
+        raise InvalidArgument(f"{os.fspath(path)!r} starts like a gzip file but cannot be "
                          f"decompressed ({e}); the file is probably truncated or corrupt.") from e
 
 
@@ -83,25 +84,25 @@ def load_idx(path) -> np.ndarray:
     name = os.fspath(path)
     data = _read_bytes(path)
     if len(data) < 4:
-        raise ValueError(f"{name!r} is too short to be an IDX file: {len(data)} bytes, "
+        raise InvalidArgument(f"{name!r} is too short to be an IDX file: {len(data)} bytes, "
                          f"the header alone needs at least 4.")
     zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
     if zero0 != 0 or zero1 != 0:
-        raise ValueError(f"{name!r} is not an IDX file: its magic number starts with bytes "
+        raise InvalidArgument(f"{name!r} is not an IDX file: its magic number starts with bytes "
                          f"{zero0:#04x} {zero1:#04x}, expected 0x00 0x00.")
     if code not in _IDX_DTYPES:
         allowed = ", ".join(f"{c:#04x} ({d.str[1:]})" for c, d in _IDX_DTYPES.items())
-        raise ValueError(f"{name!r} has IDX type byte {code:#04x}; allowed are {allowed}.")
+        raise InvalidArgument(f"{name!r} has IDX type byte {code:#04x}; allowed are {allowed}.")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{name!r} is truncated: its header declares {ndim} dimensions, "
+        raise InvalidArgument(f"{name!r} is truncated: its header declares {ndim} dimensions, "
                          f"needing {header} header bytes, but the file has {len(data)} bytes.")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[code]
     expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
-        raise ValueError(
+        raise InvalidArgument(
             f"{name!r} is {what}: header says shape {shape} of {dtype.str[1:]}, so "
             f"{expected} bytes expected (after decompression), but it has {len(data)}.")
     values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
@@ -150,10 +151,10 @@ def load_mnist(directory, *, dtype=jnp.float32, flatten: bool = True
     for images_path, labels_path in ((found[0], found[1]), (found[2], found[3])):
         images, labels = load_idx(images_path), load_idx(labels_path)
         if images.dtype != np.uint8 or images.ndim != 3:
-            raise ValueError(f"{images_path!r} must hold uint8 images [n, rows, cols]; "
+            raise InvalidArgument(f"{images_path!r} must hold uint8 images [n, rows, cols]; "
                              f"got {images.dtype} {images.shape}.")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(f"{labels_path!r} must hold one label per image "
+            raise InvalidArgument(f"{labels_path!r} must hold one label per image "
                              f"[{images.shape[0]}]; got shape {labels.shape}.")
         if flatten:
             images = images.reshape(images.shape[0], -1)
@@ -196,29 +197,29 @@ def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
         rows = [(line, r) for line, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
                 if any(cell.strip() for cell in r)]
     if not rows:
-        raise ValueError(f"{name!r} is empty; a header row naming the columns is required.")
+        raise InvalidArgument(f"{name!r} is empty; a header row naming the columns is required.")
     header_line, header = rows[0]
     columns = [c.strip() for c in header]
     duplicates = sorted({c for c in columns if columns.count(c) > 1})
     if duplicates:
-        raise ValueError(f"{name!r}: duplicate column name(s) {duplicates} in the header "
+        raise InvalidArgument(f"{name!r}: duplicate column name(s) {duplicates} in the header "
                          f"(line {header_line}).")
     if target not in columns:
         close = difflib.get_close_matches(str(target), columns, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"target={target!r} is not a column of {name!r}; its columns are "
+        raise InvalidArgument(f"target={target!r} is not a column of {name!r}; its columns are "
                          f"{columns}.{hint}")
     if len(columns) < 2:
-        raise ValueError(f"{name!r} has only the target column {target!r}; at least one "
+        raise InvalidArgument(f"{name!r} has only the target column {target!r}; at least one "
                          f"feature column is needed.")
     if len(rows) < 2:
-        raise ValueError(f"{name!r} has a header but no data rows.")
+        raise InvalidArgument(f"{name!r} has a header but no data rows.")
     t = columns.index(target)
     values = np.empty((len(rows) - 1, len(columns)), np.float64)
     target_is_int = True
     for i, (line, row) in enumerate(rows[1:]):
         if len(row) != len(columns):
-            raise ValueError(f"{name!r}, line {line}: {len(row)} cells, but the header has "
+            raise InvalidArgument(f"{name!r}, line {line}: {len(row)} cells, but the header has "
                              f"{len(columns)} columns.")
         for j, cell in enumerate(row):
             text = cell.strip()
@@ -227,7 +228,7 @@ def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
             except ValueError:
                 v = float("nan")
             if not math.isfinite(v):
-                raise ValueError(f"{name!r}, line {line}, column {columns[j]!r}: {cell!r} is "
+                raise InvalidArgument(f"{name!r}, line {line}, column {columns[j]!r}: {cell!r} is "
                                  f"not a finite number; every cell must be numeric.")
             values[i, j] = v
             if j == t and target_is_int:
