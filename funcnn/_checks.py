@@ -81,3 +81,25 @@ def probability(name: str, value, *, upper_open: bool = True) -> float:
         rng = "[0, 1)" if upper_open else "[0, 1]"
         raise InvalidArgument(f"{name} must be a number in {rng}; got {value!r}.")
     return float(value)
+
+
+def feature_rows(name: str, x, num_features: int) -> np.ndarray:
+    """Checks ``x`` is a non-empty ``[n, num_features]`` array of finite real numbers; returns it.
+
+    Refuses complex numbers (casting would drop the imaginary part), strings,
+    objects, an empty array and NaN/inf, naming ``name`` and what was given.
+    """
+    a = np.asarray(x) if not isinstance(x, jax.Array) else x
+    kind = np.dtype(a.dtype).kind
+    if kind == "c":
+        raise InvalidType(f"{name} holds complex numbers (dtype {a.dtype}); inputs must be real: "
+                          "the imaginary part would be silently dropped.")
+    if kind not in "biuf":
+        raise InvalidType(f"{name} must hold numbers; got dtype {a.dtype}.")
+    if a.ndim != 2 or a.shape[1] != num_features:
+        raise InvalidArgument(f"{name} must hold rows of {num_features} features [n, {num_features}]; "
+                              f"got shape {tuple(a.shape)}.")
+    if a.shape[0] == 0:
+        raise InvalidArgument(f"{name} is empty (shape {tuple(a.shape)}); at least one row is needed.")
+    finite(name, a)
+    return a

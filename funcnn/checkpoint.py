@@ -64,7 +64,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from funcnn import _files
+from funcnn import _checks, _files, data as _data
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.mlp import MLPSpec, from_spec, spec_from_dict
 from funcnn.network import Network, NetworkSpec, spec_from_dict as network_spec_from_dict
@@ -80,11 +80,15 @@ _META_MAX_BYTES = 64 << 20  # the metadata of the largest sane network is far sm
 _NPY_HEADER_MAX = 1 << 16  # a .npy member's header, before its data
 
 __all__ = ["Checkpoint", "CheckpointError", "FORMAT", "FORMAT_VERSION", "load", "restore_state",
-           "save"]
+           "save", "standardizer_from_json", "standardizer_to_json"]
 
 
 class CheckpointError(InvalidArgument):
     """A file is not a readable funcnn checkpoint (truncated, corrupted, wrong format)."""
+
+
+class NeedsX64Error(CheckpointError):
+    """The file holds 64-bit arrays (a float64 run) while ``jax_enable_x64`` is off."""
 
 
 class Checkpoint(NamedTuple):
@@ -99,6 +103,61 @@ class Checkpoint(NamedTuple):
     config: dict | None  # the config dict given to save, or None
     extra: dict  # the extra dict given to save ({} if none)
     meta: dict  # the whole parsed metadata (see the module docstring)
+
+    def preprocess(self, x) -> jax.Array:
+        """Raw inputs as the run's network saw them: cast to the parameters' dtype, then standardised.
+
+        ``funcnn train`` stores the training split's standardiser in
+        ``extra["standardizer"]`` (``standardizer_to_json``); a checkpoint
+        without one is used as is. This is exactly what ``funcnn predict`` and
+        ``funcnn evaluate --data`` apply.
+
+        Args:
+          x: ``[n, input_size]`` real numbers (NumPy or JAX).
+
+        Raises:
+          TypeError / ValueError (funcnn errors): complex, non-numeric, empty,
+            non-finite or wrongly shaped ``x``; a stored standardiser of the
+            wrong size.
+        """
+        x = _checks.feature_rows("x", x, self.net.input_size)
+        dtype = jax.tree.leaves(self.params)[0].dtype
+        x = jax.numpy.asarray(x, dtype)
+        stats = standardizer_from_json(self.extra.get("standardizer"), dtype, self.net.input_size)
+        return x if stats is None else _data.standardize_apply(stats, x)
+
+    def apply(self, x) -> jax.Array:
+        """The network's outputs on raw inputs: ``net.apply(params, preprocess(x))``, ``[n, output_size]``."""
+        return self.net.apply(self.params, self.preprocess(x))
+
+    def predict(self, x) -> jax.Array:
+        """Predictions on raw inputs: ``net.predict(params, preprocess(x))`` (labels for classifiers).
+
+        >>> ck = checkpoint.load("runs/digits/best.ckpt")  # doctest: +SKIP
+        >>> labels = ck.predict(x_raw)                      # doctest: +SKIP
+        """
+        return self.net.predict(self.params, self.preprocess(x))
+
+
+def standardizer_to_json(stats) -> dict | None:
+    """A ``data.Standardizer`` (or None) as the JSON ``extra["standardizer"]`` entry ``preprocess`` reads."""
+    if stats is None:
+        return None
+    return {"mean": np.asarray(stats.mean).tolist(), "std": np.asarray(stats.std).tolist()}
+
+
+def standardizer_from_json(d, dtype, num_features: int):
+    """The ``data.Standardizer`` that ``standardizer_to_json`` wrote (or None), checked against the network."""
+    if not d:
+        return None
+    try:
+        mean, std = np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint's standardizer is malformed ({e}).") from None
+    if mean.shape != (num_features,) or std.shape != (num_features,) or not np.all(std > 0):
+        raise CheckpointError(f"the checkpoint's standardizer must have {num_features} means and positive "
+                              f"stds; got shapes {mean.shape}, {std.shape}.")
+    return _data.Standardizer(jax.numpy.asarray(mean, dtype), jax.numpy.asarray(std, dtype))
 
 
 # ----------------------------------------------------------------------------- save
@@ -364,7 +423,7 @@ def load(path, *, custom=()) -> Checkpoint:
     if not jax.config.jax_enable_x64:
         wide = sorted(k for k, a in arrays.items() if a.dtype.itemsize == 8 and a.dtype.kind in "iuf")
         if wide:
-            raise CheckpointError(
+            raise NeedsX64Error(
                 f"checkpoint {name!r} holds 64-bit arrays ({', '.join(wide[:3])}...) but "
                 "jax_enable_x64 is off, so they would be narrowed; enable it first with "
                 "jax.config.update('jax_enable_x64', True).")

@@ -29,7 +29,7 @@ from funcnn import _checks
 from funcnn.datasets import (_check_key, _float_dtype, make_moons, make_sine, make_spirals,
                              make_two_lines, make_xor)
 from funcnn.errors import InvalidArgument, InvalidType
-from funcnn.readers import MNIST_FILES, load_csv, load_idx, load_mnist
+from funcnn.readers import MNIST_FILES, load_csv, load_csv_features, load_idx, load_mnist
 
 Array = jax.Array
 
@@ -38,7 +38,7 @@ __all__ = [
     "Standardizer", "standardize_fit", "standardize_apply", "standardize",
     "minibatches", "check_xy", "check_batch_size", "augment_shifts",
     "make_two_lines", "make_xor", "make_sine", "make_moons", "make_spirals",
-    "load_idx", "load_mnist", "load_csv", "MNIST_FILES",
+    "load_idx", "load_mnist", "load_csv", "load_csv_features", "MNIST_FILES",
 ]
 
 

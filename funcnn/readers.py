@@ -21,7 +21,7 @@ from funcnn.errors import InvalidArgument
 
 Array = jax.Array
 
-__all__ = ["load_idx", "load_mnist", "load_csv", "MNIST_FILES"]
+__all__ = ["load_idx", "load_mnist", "load_csv", "load_csv_features", "MNIST_FILES"]
 
 # IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/).
 _IDX_DTYPES = {
@@ -163,6 +163,90 @@ def load_mnist(directory, *, dtype=jnp.float32, flatten: bool = True
     return tuple(out)
 
 
+def _read_table(path, delimiter: str) -> tuple[str, list[str], list[tuple[int, list[str]]]]:
+    """``(name, column names, [(line number, cells), ...])`` of a CSV with a header row.
+
+    Every funcnn CSV reader decides the header the same way: the first
+    non-blank row names the columns, and a first row of numbers only is
+    refused (it is data, and taking it as a header would drop it silently).
+    """
+    name = os.fspath(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(line, r) for line, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
+                    if any(cell.strip() for cell in r)]
+    except UnicodeDecodeError as e:
+        raise InvalidArgument(f"{name!r} is not UTF-8 text (undecodable byte at offset {e.start}); "
+                              "save it as a UTF-8 CSV.") from None
+    except csv.Error as e:
+        raise InvalidArgument(f"{name!r} is not a readable CSV file ({e}).") from None
+    if not rows:
+        raise InvalidArgument(f"{name!r} is empty; a header row naming the columns is required.")
+    header_line, header = rows[0]
+    columns = [c.strip() for c in header]
+    if all(_is_number(c) for c in columns):
+        raise InvalidArgument(f"{name!r}: its first row (line {header_line}) is all numbers, so it has no "
+                              "header; add a first row naming the columns (e.g. x0,x1,...). A numeric first "
+                              "row is never taken as a header, which would drop it.")
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise InvalidArgument(f"{name!r}: duplicate column name(s) {duplicates} in the header "
+                         f"(line {header_line}).")
+    if len(rows) < 2:
+        raise InvalidArgument(f"{name!r} has a header but no data rows.")
+    return name, columns, rows[1:]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_cells(name: str, columns: list[str], rows) -> tuple[np.ndarray, list[bool]]:
+    """``([n, columns] float64 values, whether each column is all integer literals)``."""
+    values = np.empty((len(rows), len(columns)), np.float64)
+    is_int = [True] * len(columns)
+    for i, (line, row) in enumerate(rows):
+        if len(row) != len(columns):
+            raise InvalidArgument(f"{name!r}, line {line}: {len(row)} cells, but the header has "
+                             f"{len(columns)} columns.")
+        for j, cell in enumerate(row):
+            text = cell.strip()
+            try:
+                v = float(text)
+            except ValueError:
+                v = float("nan")
+            if not math.isfinite(v):
+                raise InvalidArgument(f"{name!r}, line {line}, column {columns[j]!r}: {cell!r} is "
+                                 f"not a finite number; every cell must be numeric.")
+            values[i, j] = v
+            if is_int[j]:
+                try:
+                    int(text)
+                except ValueError:
+                    is_int[j] = False
+    return values, is_int
+
+
+def load_csv_features(path, *, dtype=jnp.float32, delimiter: str = ",") -> Array:
+    """Reads a numeric CSV file with a header row into ``[n, d]`` features (every column).
+
+    The header is decided as in ``load_csv``: required, and a first row of
+    numbers only is refused rather than dropped.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: as ``load_csv`` (no header, bad cells, not UTF-8).
+    """
+    dtype = _float_dtype(dtype)
+    name, columns, rows = _read_table(path, delimiter)
+    values, _ = _parse_cells(name, columns, rows)
+    return jax.device_put(values.astype(dtype))
+
+
 def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
              ) -> tuple[Array, Array]:
     """Reads a numeric CSV file with a header row into features and a target.
@@ -192,18 +276,7 @@ def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
       TypeError: ``dtype`` not floating.
     """
     dtype = _float_dtype(dtype)
-    name = os.fspath(path)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [(line, r) for line, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
-                if any(cell.strip() for cell in r)]
-    if not rows:
-        raise InvalidArgument(f"{name!r} is empty; a header row naming the columns is required.")
-    header_line, header = rows[0]
-    columns = [c.strip() for c in header]
-    duplicates = sorted({c for c in columns if columns.count(c) > 1})
-    if duplicates:
-        raise InvalidArgument(f"{name!r}: duplicate column name(s) {duplicates} in the header "
-                         f"(line {header_line}).")
+    name, columns, rows = _read_table(path, delimiter)
     if target not in columns:
         close = difflib.get_close_matches(str(target), columns, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -212,30 +285,9 @@ def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
     if len(columns) < 2:
         raise InvalidArgument(f"{name!r} has only the target column {target!r}; at least one "
                          f"feature column is needed.")
-    if len(rows) < 2:
-        raise InvalidArgument(f"{name!r} has a header but no data rows.")
     t = columns.index(target)
-    values = np.empty((len(rows) - 1, len(columns)), np.float64)
-    target_is_int = True
-    for i, (line, row) in enumerate(rows[1:]):
-        if len(row) != len(columns):
-            raise InvalidArgument(f"{name!r}, line {line}: {len(row)} cells, but the header has "
-                             f"{len(columns)} columns.")
-        for j, cell in enumerate(row):
-            text = cell.strip()
-            try:
-                v = float(text)
-            except ValueError:
-                v = float("nan")
-            if not math.isfinite(v):
-                raise InvalidArgument(f"{name!r}, line {line}, column {columns[j]!r}: {cell!r} is "
-                                 f"not a finite number; every cell must be numeric.")
-            values[i, j] = v
-            if j == t and target_is_int:
-                try:
-                    int(text)
-                except ValueError:
-                    target_is_int = False
+    values, is_int = _parse_cells(name, columns, rows)
+    target_is_int = is_int[t]
     x = np.delete(values, t, axis=1).astype(dtype)
     y = values[:, t].astype(np.int32 if target_is_int else dtype)
     return jax.device_put(x), jax.device_put(y)

@@ -327,7 +327,12 @@ def evaluate(net, params, x, y) -> dict:
 
     Returns:
       ``{"loss": float, "accuracy": float}`` (no accuracy for regression outputs).
+
+    Raises:
+      ValueError (a funcnn error): integer labels outside ``[0, net.output_size)``.
     """
+    if jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):  # out of range: a NaN loss, not an error, if compiled
+        _checks.labels_in_range("y", y, net.output_size)
     loss, acc = jax.device_get(_eval_fn(net)(params, x, y))
     out = {"loss": float(loss)}
     if net.output.decide is not None:
