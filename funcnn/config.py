@@ -71,6 +71,9 @@ _INPUTS = {"digits": 64, "mnist": 784, "two_lines": 2, "xor": 2, "moons": 2, "sp
 _OUTPUTS = {"digits": 10, "mnist": 10, "sine": 1}
 
 
+_MAX_CONFIG_BYTES = 1 << 20
+
+
 class ConfigError(InvalidArgument):
     """A bad configuration value; ``key`` is the ``"section.key"`` concerned (or None)."""
 
@@ -216,11 +219,21 @@ def load_config(path=None, overrides=()) -> Config:
         name = os.fspath(path)
         if not os.path.isfile(name):
             raise FileNotFoundError(f"no config file at {name!r}.")
-        with open(name, "rb") as f:
-            try:
-                data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"config file {name!r} is not valid TOML: {e}.") from None
+        try:
+            with open(name, "rb") as f:
+                raw = f.read(_MAX_CONFIG_BYTES + 1)
+        except OSError as e:  # e.g. /proc/self/mem: the CLI reports it in one line, with the file
+            raise OSError(e.errno, e.strerror, name) from None
+        if len(raw) > _MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {name!r} is larger than {_MAX_CONFIG_BYTES >> 20} MiB; a config "
+                              "is a few lines of TOML.")
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {name!r} is not UTF-8 text (undecodable byte at offset {e.start}); "
+                              "TOML files are UTF-8.") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {name!r} is not valid TOML: {e}.") from None
         for section, table in data.items():
             _section(section, f"in {name!r}")
             if not isinstance(table, dict):

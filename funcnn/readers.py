@@ -10,6 +10,7 @@ import difflib
 import gzip
 import math
 import os
+import re
 import zlib
 
 import jax
@@ -197,6 +198,18 @@ def _read_table(path, delimiter: str) -> tuple[str, list[str], list[tuple[int, l
     return name, columns, rows[1:]
 
 
+_NAME = re.compile(r"[A-Za-z0-9_. +\-]{1,32}")
+
+
+def _shown(cells: list[str]) -> str:
+    """Cells as an error may quote them: short plain names only, never a file's other contents.
+
+    A file that is not a CSV at all (e.g. a password file) must not have its
+    first line printed in an error.
+    """
+    return "[" + ", ".join(repr(c) if _NAME.fullmatch(c.strip()) else "<not shown>" for c in cells) + "]"
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -220,8 +233,8 @@ def _parse_cells(name: str, columns: list[str], rows) -> tuple[np.ndarray, list[
             except ValueError:
                 v = float("nan")
             if not math.isfinite(v):
-                raise InvalidArgument(f"{name!r}, line {line}, column {columns[j]!r}: {cell!r} is "
-                                 f"not a finite number; every cell must be numeric.")
+                raise InvalidArgument(f"{name!r}, line {line}, column {_shown([columns[j]])[1:-1]}: "
+                                      f"{_shown([cell])[1:-1]} is not a finite number; every cell must be numeric.")
             values[i, j] = v
             if is_int[j]:
                 try:
@@ -281,7 +294,7 @@ def load_csv(path, *, target: str, dtype=jnp.float32, delimiter: str = ","
         close = difflib.get_close_matches(str(target), columns, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise InvalidArgument(f"target={target!r} is not a column of {name!r}; its columns are "
-                         f"{columns}.{hint}")
+                              f"{_shown(columns)}.{hint}")
     if len(columns) < 2:
         raise InvalidArgument(f"{name!r} has only the target column {target!r}; at least one "
                          f"feature column is needed.")
