@@ -281,3 +281,88 @@ def test_divergence_saves_the_last_finite_state_and_says_where(tmp_path, capsys)
     before = _snapshot(run)
     assert cli.main(["resume", str(run)]) == 0 and "diverged" in capsys.readouterr().out
     assert _snapshot(run) == before
+
+
+# ------------------------------------------------------------------ one line, never a traceback
+
+
+def _write(path, content: bytes):
+    path.write_bytes(content)
+    return str(path)
+
+
+def test_user_errors_are_one_line(early_run, tmp_path, capsys, monkeypatch):
+    ck = str(early_run / "final.ckpt")
+    two = str(CONFIGS / "two_lines.toml")
+    cases = [
+        (["train", str(CONFIGS)], "no config file"),
+        (["train", _write(tmp_path / "latin1.toml", "[model]\nhidden = 'caf\xe9'\n".encode("latin-1"))],
+         "not UTF-8"),
+        (["train", two, "--out", _write(tmp_path / "afile", b"x") + "/run"], "afile"),
+        (["gradcheck", two, "--max-entries", "-5"], "--max-entries"),
+        (["predict", _write(tmp_path / "notes.ckpt", b"just text\n"), ck], "not a zip"),
+        (["predict", ck, _write(tmp_path / "latin1.csv", "caf\xe9,b\n1,2\n".encode("latin-1"))], "not UTF-8"),
+        (["train", two, "--set", "training.batch_size=100000", "--out", str(tmp_path / "big")], "batch_size"),
+    ]
+    if Path("/proc/self/mem").exists():
+        cases.append((["train", "/proc/self/mem"], "/proc/self/mem"))
+    for argv, match in cases:
+        _one_line_error(capsys, cli.main(argv), 2, match)
+    assert not (tmp_path / "big").exists()  # bad data is found before the run directory is made
+
+
+def test_corrupt_config_json_at_resume_is_one_line(early_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("last.ckpt", "metrics.jsonl"):
+        (run / name).write_bytes((early_run / name).read_bytes())
+    (run / "config.json").write_text('{"model": ')
+    _one_line_error(capsys, cli.main(["resume", str(run)]), 2, "config.json", "not valid")
+
+
+def test_a_full_disk_while_saving_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(f, members):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_npz", full)
+    code = _train(tmp_path / "run", ["training.epochs=1", "output.plots=false", "output.gradcheck=false"],
+                  config="two_lines")
+    _one_line_error(capsys, code, 2, "No space left on device", "last.ckpt")
+    assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def bug(cfg):
+        raise ValueError("a bug, not a user error")
+
+    monkeypatch.setattr(experiment, "load_split", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["train", str(CONFIGS / "two_lines.toml")])
+
+
+def test_one_line_through_the_real_command(tmp_path):
+    """The console entry point itself: one line on stderr, exit 2, no traceback."""
+    np.save(tmp_path / "c.npy", np.ones((1, 2), np.complex64))
+    proc = subprocess.run([sys.executable, "-m", "funcnn", "gradcheck", str(CONFIGS / "two_lines.toml"),
+                           "--dtype", "float16"], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("funcnn: error:") and "float16" in proc.stderr
+
+
+# ------------------------------------------------------------------ smaller items
+
+
+def test_stale_temp_files_are_removed_at_resume_and_modes_are_one(early_run, tmp_path, monkeypatch):
+    cut = tmp_path / "cut"
+    _Kill(monkeypatch, 0, "after")
+    assert _train(cut, EARLY[:-2] + ["training.epochs=2"]) == 130
+    monkeypatch.undo()
+    stale = cut / ".last.ckpt.0123456789ab.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    assert cli.main(["resume", str(cut), "--quiet"]) == 0
+    assert not stale.exists()
+    modes = {p.name: p.stat().st_mode & 0o777 for p in cut.iterdir()}
+    assert len(set(modes.values())) == 1, modes
