@@ -46,6 +46,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from funcnn import _checks, activations, data as _data, parallel, shuffle
+from funcnn.datasets import _check_key
 from funcnn.errors import FuncnnError, InvalidArgument, InvalidType
 from funcnn.optim import GradientTransformation, apply_updates
 
@@ -116,6 +117,7 @@ def init_state(net, opt: GradientTransformation, *, key, dtype=jnp.float32) -> T
       key: a ``jax.random`` key; split once into the init key and the run's rng.
       dtype: parameter dtype.
     """
+    _check_key("key", key)
     return _init_fn(net, opt, jnp.dtype(dtype))(key)
 
 
@@ -357,6 +359,10 @@ def _prepare(net, data, dtype, name):
         raise InvalidArgument(f"{name} must be an (x, y) pair; got {type(data).__name__}.")
     x, y = data
     _data.check_xy(x, y, name_x=f"{name} x", name_y=f"{name} y")
+    for what, a in ((f"{name} x", x), (f"{name} y", y)):
+        kind = np.dtype(getattr(a, "dtype", None) or np.asarray(a).dtype).kind
+        if kind not in "biuf":
+            raise InvalidType(f"{what} must hold numbers; got dtype {np.asarray(a).dtype}.")
     x = jnp.asarray(x)
     _checks.floating(f"{name} x", x)
     y = jnp.asarray(y)
@@ -451,6 +457,9 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         if key is None:
             raise InvalidArgument("key is required (a jax.random key) unless a state is given to resume.")
         state = init_state(net, opt, key=key, dtype=dtype)
+    elif jax.tree.structure(state.opt_state) != jax.tree.structure(jax.eval_shape(opt.init, state.params)):
+        raise InvalidArgument("state.opt_state does not fit opt: this state was made by a different optimizer "
+                              "(or chain); continue a run with the optimizer that made its state.")
     if mesh is not None:
         state = parallel.replicate(mesh, state)
 

@@ -366,3 +366,29 @@ def test_stale_temp_files_are_removed_at_resume_and_modes_are_one(early_run, tmp
     assert not stale.exists()
     modes = {p.name: p.stat().st_mode & 0o777 for p in cut.iterdir()}
     assert len(set(modes.values())) == 1, modes
+
+
+@pytest.mark.parametrize("key", [3, "k", np.ones(2, np.float32)])
+def test_keys_that_are_not_prng_keys_are_a_clear_error(key):
+    import funcnn
+    from funcnn import optim
+
+    net = funcnn.mlp([2, 3, 2])
+    with pytest.raises(TypeError, match="key must be a single jax.random key"):
+        net.init(key)
+    with pytest.raises(TypeError, match="key must be a single jax.random key"):
+        train.fit(net, optim.sgd(0.1), (np.ones((4, 2), np.float32), np.zeros(4, int)), epochs=1, batch_size=2,
+                  key=key)
+
+
+def test_fit_refuses_strings_and_a_state_of_another_optimizer():
+    import funcnn
+    from funcnn import optim
+
+    net, x, y = funcnn.mlp([2, 3, 2]), np.ones((4, 2), np.float32), np.zeros(4, int)
+    with pytest.raises(TypeError, match="data x must hold numbers"):
+        train.fit(net, optim.sgd(0.1), (np.array([["a", "b"]] * 4), y), epochs=1, batch_size=2,
+                  key=jax.random.key(0))
+    adam_state = train.init_state(net, optim.adam(0.1), key=jax.random.key(0))
+    with pytest.raises(ValueError, match="made by a different optimizer"):
+        train.fit(net, optim.sgd(0.1), (x, y), epochs=1, batch_size=2, state=adam_state)
