@@ -80,8 +80,8 @@ def corpus(w: Path, run: Path):
     meta = json.loads(members["__funcnn_checkpoint__"].tobytes())
     meta["spec"]["hidden"] = "sigmoid"
     members["__funcnn_checkpoint__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-    np.savez(w / "edited.ckpt", **members)
-    meta = json.loads(members["__funcnn_checkpoint__"].tobytes())
+    with open(w / "edited.ckpt", "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, **members)
     x = np.load(w / "x.npy")
     np.save(w / "complex.npy", x.astype(np.complex64))
     np.save(w / "strings.npy", np.array([["a"] * 64]))
