@@ -17,13 +17,12 @@ releases its figure, and returns the ``Path`` written.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from funcnn import _files
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.network import describe
 
@@ -56,16 +55,9 @@ def _save(fig, path) -> Path:
     """Writes ``fig`` to ``path`` atomically and returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", dpi=110, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); a plot is an ordinary output
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    try:  # atomic, with the mode every other output gets (0666 less the umask)
+        _files.atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))
     finally:
         fig.clear()  # drop the artists now rather than at garbage collection
     return path

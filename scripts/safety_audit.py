@@ -141,7 +141,7 @@ def same_run(a: Path, b: Path) -> bool:
     return True
 
 
-def kill_loop(w: Path, full: Path, kills: int, seed: int) -> tuple[int, int, int]:
+def kill_loop(w: Path, full: Path, kills: int, seed: int, window) -> tuple[int, int, int]:
     """(kills, runs that resumed to the end, of which exact)."""
     rnd, done, exact, n_kills = random.Random(seed), 0, 0, 0
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -150,7 +150,7 @@ def kill_loop(w: Path, full: Path, kills: int, seed: int) -> tuple[int, int, int
         cmd = [sys.executable, "-m", "funcnn", "train", CONFIGS / "digits.toml", "--out", run, "--quiet",
                *sets(SMALL)]
         p = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(4.0, 12.0))
+        time.sleep(rnd.uniform(*window))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             n_kills += 1
@@ -160,6 +160,8 @@ def kill_loop(w: Path, full: Path, kills: int, seed: int) -> tuple[int, int, int
         r = funcnn("resume", run, "--quiet")
         done += r.returncode == 0
         exact += r.returncode == 0 and same_run(full, run)
+        print(f"run {i}: killed={p.returncode == -signal.SIGKILL} resume rc={r.returncode} "
+              f"exact={r.returncode == 0 and same_run(full, run)}", flush=True)
     return n_kills, done, exact
 
 
@@ -168,6 +170,10 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="a new working directory")
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--window", type=float, nargs=2, default=(13.0, 30.0), metavar=("FROM", "TO"),
+                    help="seconds after the start at which each run is killed (the first epoch must be done: "
+                    "start-up takes seconds)")
+    ap.add_argument("--no-corpus", action="store_true", help="only the SIGKILL loop")
     args = ap.parse_args()
     w = Path(args.out)
     w.mkdir(parents=True)
@@ -177,13 +183,13 @@ def main() -> int:
 
     np.save(w / "x.npy", np.asarray(data.load_digits()[0][:8]))
     counts = {"clear": 0, "vague": 0, "traceback": 0, "silently accepted": 0}
-    for expect, argv in corpus(w, full):
+    for expect, argv in ([] if args.no_corpus else corpus(w, full)):
         proc = funcnn(*argv)
         kind = classify(proc, expect)
         counts[kind] += 1
         if kind != "clear":
             print(f"{kind}: funcnn {' '.join(map(str, argv))}\n  {proc.stderr.strip()[-300:]}")
-    kills, resumed, exact = kill_loop(w, full, args.kills, args.seed)
+    kills, resumed, exact = kill_loop(w, full, args.kills, args.seed, args.window)
     print(f"CLI bad inputs tried {sum(counts.values())}: clear error {counts['clear']}, vague {counts['vague']}, "
           f"traceback {counts['traceback']}, silently accepted {counts['silently accepted']}")
     print(f"SIGKILLs during training {kills}: resumed to the end {resumed}, bit-identical to the uninterrupted "
