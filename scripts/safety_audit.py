@@ -150,6 +150,10 @@ def kill_loop(w: Path, full: Path, kills: int, seed: int, window) -> tuple[int, 
         cmd = [sys.executable, "-m", "funcnn", "train", CONFIGS / "digits.toml", "--out", run, "--quiet",
                *sets(SMALL)]
         p = subprocess.Popen(list(map(str, cmd)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Kill at a random moment after a random number of epochs: start-up time varies with the load.
+        after, metrics = rnd.randint(1, 6), run / "metrics.jsonl"
+        while p.poll() is None and (not metrics.exists() or len(metrics.read_bytes().splitlines()) < after):
+            time.sleep(0.02)
         time.sleep(rnd.uniform(*window))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
@@ -170,9 +174,8 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="a new working directory")
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--window", type=float, nargs=2, default=(13.0, 30.0), metavar=("FROM", "TO"),
-                    help="seconds after the start at which each run is killed (the first epoch must be done: "
-                    "start-up takes seconds)")
+    ap.add_argument("--window", type=float, nargs=2, default=(0.0, 0.6), metavar=("FROM", "TO"),
+                    help="seconds after a random epoch's metrics line at which each run is killed")
     ap.add_argument("--no-corpus", action="store_true", help="only the SIGKILL loop")
     args = ap.parse_args()
     w = Path(args.out)
