@@ -13,11 +13,12 @@ Public API (one obvious place for each thing)::
     funcnn.shuffle                         the keyed, sort-free permutation each epoch is shuffled with
     funcnn.data, funcnn.metrics            datasets, splits, readers; accuracy, F1, R^2, ...
     funcnn.checkpoint, funcnn.config       safe checkpoints; typed TOML configs
+    funcnn.errors                          FuncnnError: the base of every user error funcnn raises
     funcnn.parallel                        data-parallel meshes, multi-host initialisation
     funcnn.plots                           optional matplotlib figures (needs the "plot" extra)
 """
-from funcnn import (activations, checkpoint, config, data, gradcheck, initializers, layers, losses, metrics,
-                    optim, parallel, shuffle, train)
+from funcnn import (activations, checkpoint, config, data, errors, gradcheck, initializers, layers, losses,
+                    metrics, optim, parallel, shuffle, train)
 from funcnn.gradcheck import GradcheckReport
 from funcnn.mlp import MLP, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
 from funcnn.network import Cache, Network, NetworkSpec, network
@@ -36,6 +37,7 @@ __all__ = [
     "config",
     "count_params",
     "data",
+    "errors",
     "from_spec",
     "gradcheck",
     "initializers",

@@ -16,6 +16,8 @@ from typing import Iterable
 import jax
 import numpy as np
 
+from funcnn.errors import InvalidArgument, InvalidType
+
 
 def concrete(a) -> np.ndarray | None:
     """Returns ``a`` as a NumPy array if its values are known now, else None (a tracer)."""
@@ -31,7 +33,7 @@ def choice(name: str, value, allowed: Iterable[str]) -> str:
     if not isinstance(value, str) or value not in allowed:
         close = difflib.get_close_matches(str(value), allowed, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {allowed}.{hint}")
+        raise InvalidArgument(f"{name}={value!r} is not allowed; choose one of {allowed}.{hint}")
     return value
 
 
@@ -39,7 +41,7 @@ def floating(name: str, a) -> None:
     """Raises TypeError unless ``a`` has a floating dtype."""
     dtype = getattr(a, "dtype", None)
     if dtype is None or not jax.numpy.issubdtype(dtype, jax.numpy.floating):
-        raise TypeError(
+        raise InvalidType(
             f"{name} must be a floating-point array; got dtype {dtype}. "
             f"Convert it first, e.g. {name}.astype(jnp.float32)."
         )
@@ -51,14 +53,14 @@ def finite(name: str, a) -> None:
     if v is not None and v.size and jax.numpy.issubdtype(v.dtype, jax.numpy.floating) \
             and not np.all(np.isfinite(v)):
         bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
-        raise ValueError(f"{name} contains {bad} NaN or inf value(s); inputs must be finite.")
+        raise InvalidArgument(f"{name} contains {bad} NaN or inf value(s); inputs must be finite.")
 
 
 def labels_in_range(name: str, y, num_classes: int) -> None:
     """Raises ValueError if concrete integer labels fall outside [0, num_classes)."""
     v = concrete(y)
     if v is not None and v.size and (v.min() < 0 or v.max() >= num_classes):
-        raise ValueError(
+        raise InvalidArgument(
             f"{name} holds labels in [{v.min()}, {v.max()}]; allowed are integers in "
             f"[0, {num_classes})."
         )
@@ -67,7 +69,7 @@ def labels_in_range(name: str, y, num_classes: int) -> None:
 def positive_int(name: str, value) -> int:
     """Checks ``value`` is a positive Python int (bools rejected)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+        raise InvalidArgument(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
 
 
@@ -77,5 +79,27 @@ def probability(name: str, value, *, upper_open: bool = True) -> float:
     ok = ok and 0.0 <= value and (value < 1.0 if upper_open else value <= 1.0)
     if not ok:
         rng = "[0, 1)" if upper_open else "[0, 1]"
-        raise ValueError(f"{name} must be a number in {rng}; got {value!r}.")
+        raise InvalidArgument(f"{name} must be a number in {rng}; got {value!r}.")
     return float(value)
+
+
+def feature_rows(name: str, x, num_features: int) -> np.ndarray:
+    """Checks ``x`` is a non-empty ``[n, num_features]`` array of finite real numbers; returns it.
+
+    Refuses complex numbers (casting would drop the imaginary part), strings,
+    objects, an empty array and NaN/inf, naming ``name`` and what was given.
+    """
+    a = np.asarray(x) if not isinstance(x, jax.Array) else x
+    kind = np.dtype(a.dtype).kind
+    if kind == "c":
+        raise InvalidType(f"{name} holds complex numbers (dtype {a.dtype}); inputs must be real: "
+                          "the imaginary part would be silently dropped.")
+    if kind not in "biuf":
+        raise InvalidType(f"{name} must hold numbers; got dtype {a.dtype}.")
+    if a.ndim != 2 or a.shape[1] != num_features:
+        raise InvalidArgument(f"{name} must hold rows of {num_features} features [n, {num_features}]; "
+                              f"got shape {tuple(a.shape)}.")
+    if a.shape[0] == 0:
+        raise InvalidArgument(f"{name} is empty (shape {tuple(a.shape)}); at least one row is needed.")
+    finite(name, a)
+    return a

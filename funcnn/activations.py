@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnn import _checks
+from funcnn.errors import InvalidArgument, InvalidType
 
 Array = jax.Array
 
@@ -202,13 +203,13 @@ def _resolve(kind: str, a, table: dict, cls, custom, functions: tuple[str, ...])
 def check_piece(kind: str, piece, table: dict, functions: tuple[str, ...]) -> None:
     """A user's piece: a string name that no built-in has, and callables where functions go."""
     if not isinstance(piece.name, str) or not piece.name:
-        raise TypeError(f"{kind}: a {type(piece).__name__}'s name must be a non-empty string; "
+        raise InvalidType(f"{kind}: a {type(piece).__name__}'s name must be a non-empty string; "
                         f"got {piece.name!r}.")
     for f in functions:
         if not callable(getattr(piece, f)):
-            raise TypeError(f"{kind} {piece.name!r}: {f} must be a function; got {getattr(piece, f)!r}.")
+            raise InvalidType(f"{kind} {piece.name!r}: {f} must be a function; got {getattr(piece, f)!r}.")
     if piece.name in table and table[piece.name] != piece:
-        raise ValueError(f"{kind} {piece.name!r}: that name is funcnn's built-in {kind}; give your "
+        raise InvalidArgument(f"{kind} {piece.name!r}: that name is funcnn's built-in {kind}; give your "
                          "own piece another name (checkpoints record pieces by name).")
 
 
@@ -236,7 +237,7 @@ def accuracy(out: OutputActivation, y: Array, t: Array) -> Array:
       ValueError: ``out`` has no ``decide`` (a regression output has no accuracy).
     """
     if out.decide is None:
-        raise ValueError(f"output {out.name!r} makes no decisions (regression): it has no accuracy.")
+        raise InvalidArgument(f"output {out.name!r} makes no decisions (regression): it has no accuracy.")
     pred = out.decide(y)
     truth = t if jnp.issubdtype(t.dtype, jnp.integer) else out.decide(t)
     right = pred == truth.astype(pred.dtype)

@@ -1,6 +1,6 @@
 """Checkpoints: a ``TrainState`` and everything needed to rebuild its network, in one file.
 
-File format (``format_version`` 1), stated once:
+File format (``format_version`` 2; version 1 files are still read), stated once:
 
     ONE uncompressed ``.npz`` (zip) archive, written atomically, holding
       __funcnn_checkpoint__   uint8 [k]: UTF-8 JSON metadata (below); its presence
@@ -12,15 +12,17 @@ File format (``format_version`` 1), stated once:
       rng                     the run's key as raw key data
                               (``jax.random.key_data``; uint32 [2] for threefry)
 
-    metadata: {"format": "funcnn.checkpoint", "format_version": 1,
+    metadata: {"format": "funcnn.checkpoint", "format_version": 2,
                "funcnn_version", "jax_version", "spec": net.spec.to_dict()
                (an MLPSpec or a NetworkSpec: users' pieces by name only),
                "config": dict | null, "extra": dict,
                "arrays": [{"name", "shape", "dtype"}, ...]   (every array entry),
                "opt_state": {"paths": [keystr of each leaf], "treedef": str},
                "rng": {"typed": bool, "impl": "threefry2x32" | null},
-               "payload_sha256": hex digest of the arrays (names, dtypes,
+               "sha256": hex digest of the metadata (its JSON with sorted
+               keys, all but this field) and of the arrays (names, dtypes,
                shapes and bytes, in the order of "arrays")}
+    (version 1 had "payload_sha256", a digest of the arrays only.)
 
 Why these choices:
   * One file, so a checkpoint appears or is replaced in one ``os.replace``;
@@ -32,9 +34,14 @@ Why these choices:
     not serialised at all. ``restore_state(ckpt, opt)`` rebuilds it from
     ``opt.init(params)`` and checks every leaf's path, shape and dtype against
     the file, so the file never names Python types to import.
-  * The SHA-256 covers the arrays; the metadata member is covered by the zip
-    CRC-32 (checked by ``zipfile`` on every read) and by strict parsing. A
-    damaged file raises ``CheckpointError``; it never yields parameters.
+  * The SHA-256 covers the metadata and the arrays: an edited activation or
+    standardiser mean would otherwise load and predict garbage. A damaged or
+    edited file raises ``CheckpointError``; it never yields parameters.
+  * Reading is bounded: every declared shape is checked against the spec (an
+    optimizer-state leaf has at most as many values as the largest
+    parameter) and each member's header before its data is read, so a file
+    that claims 2^40 values, or decompresses to gigabytes, is refused
+    without allocating it.
 
 Typical use::
 
@@ -47,8 +54,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import secrets
 import zipfile
 import zlib
 from pathlib import Path
@@ -57,21 +64,31 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from funcnn import _checks, _files, data as _data
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.mlp import MLPSpec, from_spec, spec_from_dict
 from funcnn.network import Network, NetworkSpec, spec_from_dict as network_spec_from_dict
 from funcnn.optim import GradientTransformation
 from funcnn.train import TrainState
 
 FORMAT = "funcnn.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: the digest ("payload_sha256") covers the arrays only
 META = "__funcnn_checkpoint__"  # the metadata member; its presence is the magic
+DIGEST = "sha256"  # version 2's digest field: metadata (all but this field) and arrays
+_META_MAX_BYTES = 64 << 20  # the metadata of the largest sane network is far smaller
+_NPY_HEADER_MAX = 1 << 16  # a .npy member's header, before its data
 
 __all__ = ["Checkpoint", "CheckpointError", "FORMAT", "FORMAT_VERSION", "load", "restore_state",
-           "save"]
+           "save", "standardizer_from_json", "standardizer_to_json"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InvalidArgument):
     """A file is not a readable funcnn checkpoint (truncated, corrupted, wrong format)."""
+
+
+class NeedsX64Error(CheckpointError):
+    """The file holds 64-bit arrays (a float64 run) while ``jax_enable_x64`` is off."""
 
 
 class Checkpoint(NamedTuple):
@@ -86,6 +103,61 @@ class Checkpoint(NamedTuple):
     config: dict | None  # the config dict given to save, or None
     extra: dict  # the extra dict given to save ({} if none)
     meta: dict  # the whole parsed metadata (see the module docstring)
+
+    def preprocess(self, x) -> jax.Array:
+        """Raw inputs as the run's network saw them: cast to the parameters' dtype, then standardised.
+
+        ``funcnn train`` stores the training split's standardiser in
+        ``extra["standardizer"]`` (``standardizer_to_json``); a checkpoint
+        without one is used as is. This is exactly what ``funcnn predict`` and
+        ``funcnn evaluate --data`` apply.
+
+        Args:
+          x: ``[n, input_size]`` real numbers (NumPy or JAX).
+
+        Raises:
+          TypeError / ValueError (funcnn errors): complex, non-numeric, empty,
+            non-finite or wrongly shaped ``x``; a stored standardiser of the
+            wrong size.
+        """
+        x = _checks.feature_rows("x", x, self.net.input_size)
+        dtype = jax.tree.leaves(self.params)[0].dtype
+        x = jax.numpy.asarray(x, dtype)
+        stats = standardizer_from_json(self.extra.get("standardizer"), dtype, self.net.input_size)
+        return x if stats is None else _data.standardize_apply(stats, x)
+
+    def apply(self, x) -> jax.Array:
+        """The network's outputs on raw inputs: ``net.apply(params, preprocess(x))``, ``[n, output_size]``."""
+        return self.net.apply(self.params, self.preprocess(x))
+
+    def predict(self, x) -> jax.Array:
+        """Predictions on raw inputs: ``net.predict(params, preprocess(x))`` (labels for classifiers).
+
+        >>> ck = checkpoint.load("runs/digits/best.ckpt")  # doctest: +SKIP
+        >>> labels = ck.predict(x_raw)                      # doctest: +SKIP
+        """
+        return self.net.predict(self.params, self.preprocess(x))
+
+
+def standardizer_to_json(stats) -> dict | None:
+    """A ``data.Standardizer`` (or None) as the JSON ``extra["standardizer"]`` entry ``preprocess`` reads."""
+    if stats is None:
+        return None
+    return {"mean": np.asarray(stats.mean).tolist(), "std": np.asarray(stats.std).tolist()}
+
+
+def standardizer_from_json(d, dtype, num_features: int):
+    """The ``data.Standardizer`` that ``standardizer_to_json`` wrote (or None), checked against the network."""
+    if not d:
+        return None
+    try:
+        mean, std = np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint's standardizer is malformed ({e}).") from None
+    if mean.shape != (num_features,) or std.shape != (num_features,) or not np.all(std > 0):
+        raise CheckpointError(f"the checkpoint's standardizer must have {num_features} means and positive "
+                              f"stds; got shapes {mean.shape}, {std.shape}.")
+    return _data.Standardizer(jax.numpy.asarray(mean, dtype), jax.numpy.asarray(std, dtype))
 
 
 # ----------------------------------------------------------------------------- save
@@ -133,7 +205,7 @@ def save(path, state: TrainState, *, spec, config: dict | None = None,
     path = Path(path)
     net = _network_of(spec, custom)
     if not all(hasattr(state, f) for f in TrainState._fields):
-        raise TypeError(f"state must be a TrainState(params, opt_state, step, rng); "
+        raise InvalidType(f"state must be a TrainState(params, opt_state, step, rng); "
                         f"got {type(state).__name__}.")
     _check_destination(path, overwrite)
 
@@ -146,7 +218,7 @@ def save(path, state: TrainState, *, spec, config: dict | None = None,
         arrays[f"opt_state/{i:04d}"] = _host("opt_state", jax.tree_util.keystr(p), leaf)
     step = _host("step", "", state.step)
     if step.shape != () or step.dtype.kind not in "iu":
-        raise TypeError(f"state.step must be an integer scalar; got {step.dtype} {step.shape}.")
+        raise InvalidType(f"state.step must be an integer scalar; got {step.dtype} {step.shape}.")
     arrays["step"] = step
     rng = state.rng
     typed = jax.dtypes.issubdtype(getattr(rng, "dtype", None), jax.dtypes.prng_key)
@@ -156,7 +228,7 @@ def save(path, state: TrainState, *, spec, config: dict | None = None,
     else:
         arrays["rng"] = _host("rng", "", rng)
         if arrays["rng"].dtype != np.uint32:
-            raise TypeError(f"state.rng must be a jax.random key (typed, or raw uint32 data); "
+            raise InvalidType(f"state.rng must be a jax.random key (typed, or raw uint32 data); "
                             f"got dtype {arrays['rng'].dtype}.")
         impl = None
 
@@ -171,11 +243,11 @@ def save(path, state: TrainState, *, spec, config: dict | None = None,
         "arrays": [{"name": k, "shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()],
         "opt_state": {"paths": paths, "treedef": str(treedef)},
         "rng": {"typed": typed, "impl": impl},
-        "payload_sha256": _digest(arrays),
     }
+    meta[DIGEST] = _digest(arrays, meta)
     blob = json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
     members = {META: np.frombuffer(blob, dtype=np.uint8), **arrays}
-    _atomic_write(path, members)
+    _files.atomic_write(path, lambda f: _write_npz(f, members))
     return path
 
 
@@ -209,12 +281,12 @@ def _network_of(spec, custom) -> Network:
     if isinstance(spec, Network):
         return spec
     if not isinstance(spec, (MLPSpec, NetworkSpec)):
-        raise TypeError(f"spec must be the network (net) or its spec (net.spec: an MLPSpec or a "
+        raise InvalidType(f"spec must be the network (net) or its spec (net.spec: an MLPSpec or a "
                         f"NetworkSpec); got {type(spec).__name__}.")
     try:
         return from_spec(spec, custom=custom)
     except ValueError as e:
-        raise ValueError(f"cannot save: {e} (or pass the network itself: spec=net).") from None
+        raise InvalidArgument(f"cannot save: {e} (or pass the network itself: spec=net).") from None
 
 
 def _param_entries(params):
@@ -234,11 +306,11 @@ def _template(net: Network):
 def _check_params_match(params, net: Network):
     want = _template(net)
     if jax.tree.structure(params) != jax.tree.structure(want):
-        raise ValueError(f"state.params must have the structure of net.init's params "
+        raise InvalidArgument(f"state.params must have the structure of net.init's params "
                          f"({jax.tree.structure(want)}); got structure {jax.tree.structure(params)}.")
     for (name, where, p), (_, _, w) in zip(_param_entries(params), _param_entries(want)):
         if tuple(np.shape(p)) != w.shape:
-            raise ValueError(f"state.params{where} has shape {tuple(np.shape(p))}, but the network "
+            raise InvalidArgument(f"state.params{where} has shape {tuple(np.shape(p))}, but the network "
                              f"needs {w.shape}.")
     return params
 
@@ -248,7 +320,7 @@ def _host(group: str, where: str, leaf) -> np.ndarray:
     # A dtype that .npy cannot describe (e.g. bfloat16 is stored as raw 'V2')
     # would load as garbage: refuse it here instead.
     if a.dtype.kind not in "biuf" or np.dtype(a.dtype.str) != a.dtype:
-        raise TypeError(f"cannot store {group}{where}: dtype {a.dtype} is not a standard "
+        raise InvalidType(f"cannot store {group}{where}: dtype {a.dtype} is not a standard "
                         "bool/int/float dtype (cast it, e.g. to float32).")
     # Not np.ascontiguousarray: it turns 0-d arrays (step) into shape (1,).
     return a if a.flags.c_contiguous else a.copy(order="C")
@@ -258,18 +330,22 @@ def _jsonable(name: str, d):
     if d is None:
         return None
     if not isinstance(d, dict):
-        raise TypeError(f"{name} must be a dict or None; got {type(d).__name__}.")
+        raise InvalidType(f"{name} must be a dict or None; got {type(d).__name__}.")
     try:
         json.dumps(d, allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be JSON-serialisable (dicts, lists, str, finite numbers, "
+        raise InvalidType(f"{name} must be JSON-serialisable (dicts, lists, str, finite numbers, "
                         f"bools, None); {e}. Convert arrays with .tolist() and NumPy numbers "
                         "with float()/int().") from None
     return d
 
 
-def _digest(arrays: dict[str, np.ndarray]) -> str:
+def _digest(arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
+    """SHA-256 of the metadata (version 2: all of it but the digest; version 1: none) and the arrays."""
     h = hashlib.sha256()
+    if meta is not None:
+        body = {k: v for k, v in meta.items() if k != DIGEST}
+        h.update(json.dumps(body, allow_nan=False, sort_keys=True).encode("utf-8") + b"\0")
     for name, a in arrays.items():
         h.update(f"{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
         h.update(a.tobytes())  # C order, whatever the layout
@@ -279,46 +355,6 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
 def _write_npz(f, members: dict[str, np.ndarray]) -> None:
     """Writes the archive to an open binary file (a seam for the interruption tests)."""
     np.savez(f, allow_pickle=False, **members)
-
-
-def _atomic_write(path: Path, members: dict[str, np.ndarray]) -> None:
-    directory = path.parent
-    # Not tempfile.NamedTemporaryFile: it creates files with mode 0600, which
-    # os.replace would carry over to the checkpoint. Mode 0666 here is reduced
-    # by the umask, like any file the user creates. O_EXCL: never reuse a name.
-    for _ in range(100):
-        tmp = directory / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-    else:  # pragma: no cover - 100 collisions of 48 random bits
-        raise FileExistsError(f"could not create a temporary file in {str(directory)!r}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, members)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the name points at it
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(directory)  # the rename itself survives a crash
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    if not hasattr(os, "O_DIRECTORY"):  # Windows: directories cannot be opened
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- load
@@ -350,51 +386,51 @@ def load(path, *, custom=()) -> Checkpoint:
         its network names a user's piece not given in ``custom`` (the message
         names the piece).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidType(f"path must be a file name (str or os.PathLike); got {type(path).__name__}.")
     path = Path(path)
     name = str(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {name!r}.")
     if path.is_dir():
         raise CheckpointError(f"{name!r} is a directory, not a checkpoint file.")
-    try:
-        meta, arrays = _read(path)
-    except CheckpointError:
-        raise
-    except (OSError, EOFError, ValueError, KeyError, TypeError, UnicodeDecodeError,
-            zipfile.BadZipFile, zlib.error) as e:
-        raise CheckpointError(f"cannot read checkpoint {name!r}: {type(e).__name__}: {e}. The file "
-                              "is truncated, corrupted or not a funcnn checkpoint.") from e
 
     def bad(what):
         return CheckpointError(f"checkpoint {name!r} is invalid: {what}.")
 
     try:
-        d, custom = meta["spec"], tuple(custom)
-        spec = network_spec_from_dict(d) if isinstance(d, dict) and "layers" in d \
-            else spec_from_dict(d, custom=custom)
-        net = from_spec(spec, custom=custom)
-    except (KeyError, TypeError, ValueError) as e:
-        raise bad(f"its network cannot be rebuilt ({str(e).rstrip('.')}). If it was built with your own "
-                  "pieces (activations, losses, layers), pass them: checkpoint.load(path, custom=[...])") from e
+        with zipfile.ZipFile(path) as zf:
+            meta = _read_meta(zf, bad)
+            net = _rebuild(meta, tuple(custom), bad)
+            arrays = _read_arrays(zf, meta, net, bad)
+    except CheckpointError:
+        raise
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"{name!r} is not a funcnn checkpoint: it is not a zip (.npz) archive "
+                              f"({e}); it may be truncated, corrupted or another kind of file.") from e
+    except (EOFError, ValueError, KeyError, UnicodeDecodeError, zlib.error, NotImplementedError) as e:
+        raise CheckpointError(f"cannot read checkpoint {name!r}: {type(e).__name__}: {e}. The file "
+                              "is truncated, corrupted or not a funcnn checkpoint.") from e
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), name) from e
+    if meta["format_version"] == 1:
+        ok = _digest(arrays) == meta.get("payload_sha256")
+    else:
+        ok = _digest(arrays, meta) == meta.get(DIGEST)
+    if not ok:
+        raise bad("the SHA-256 checksum of its metadata and arrays does not match (the file was edited "
+                  "or corrupted)")
     if not jax.config.jax_enable_x64:
         wide = sorted(k for k, a in arrays.items() if a.dtype.itemsize == 8 and a.dtype.kind in "iuf")
         if wide:
-            raise CheckpointError(
+            raise NeedsX64Error(
                 f"checkpoint {name!r} holds 64-bit arrays ({', '.join(wide[:3])}...) but "
                 "jax_enable_x64 is off, so they would be narrowed; enable it first with "
                 "jax.config.update('jax_enable_x64', True).")
     template = _template(net)
-    wanted = _param_entries(template)
-    param_names = [n for n, _, _ in wanted]
+    param_names = [n for n, _, _ in _param_entries(template)]
     opt_names = sorted(k for k in arrays if k.startswith("opt_state/"))
-    expected = set(param_names) | set(opt_names) | {"step", "rng"}
-    if set(arrays) != expected or opt_names != [f"opt_state/{i:04d}" for i in range(len(opt_names))]:
-        missing, unexpected = sorted(expected - set(arrays)), sorted(set(arrays) - expected)
-        raise bad(f"entries do not match the spec: missing {missing}, unexpected {unexpected}")
-    for n, _, w in wanted:
-        if arrays[n].shape != w.shape:
-            raise bad(f"{n} has shape {arrays[n].shape}; the spec needs {w.shape}")
-    paths = meta.get("opt_state", {}).get("paths")
+    paths = meta.get("opt_state", {}).get("paths") if isinstance(meta.get("opt_state"), dict) else None
     if not isinstance(paths, list) or len(paths) != len(opt_names):
         raise bad("its optimizer-state paths do not match its optimizer-state entries")
     rng_meta = meta.get("rng")
@@ -412,6 +448,9 @@ def load(path, *, custom=()) -> Checkpoint:
             raise bad(f"its key (impl {rng_meta.get('impl')!r}) cannot be rebuilt ({e})") from e
     else:
         rng = put(arrays["rng"])
+    extra = meta.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise bad("its 'extra' metadata is not a dict")
     return Checkpoint(
         params=params,
         opt_state_leaves=tuple(put(arrays[k]) for k in opt_names),
@@ -420,52 +459,111 @@ def load(path, *, custom=()) -> Checkpoint:
         spec=net.spec,
         net=net,
         config=meta.get("config"),
-        extra=meta.get("extra") or {},
+        extra=extra,
         meta=meta,
     )
 
 
-def _read(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    name = str(path)
+def _read_meta(zf: zipfile.ZipFile, bad) -> dict:
+    """The parsed metadata, with its format, version and array list checked."""
+    names = set(zf.namelist())
+    if META + ".npy" not in names:
+        raise bad(f"no {META!r} entry, so it is not a funcnn checkpoint")
+    blob = _read_member(zf, META, np.dtype(np.uint8), None, _META_MAX_BYTES, bad)
+    if blob.ndim != 1:
+        raise bad(f"the {META!r} entry must be uint8 [k]; got {blob.dtype} {blob.shape}")
+    meta = json.loads(blob.tobytes().decode("utf-8"))
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise bad(f"format {got!r} is not {FORMAT!r}")
+    version = meta.get("format_version")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise bad(f"format_version {version!r} is not supported; this funcnn reads versions "
+                  f"{list(READABLE_VERSIONS)} (was it written by a newer funcnn?)")
+    listed = meta.get("arrays")
+    if not isinstance(listed, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("dtype"), str)
+            and isinstance(e.get("shape"), list) and all(isinstance(n, int) and not isinstance(n, bool)
+                                                         and n >= 0 for n in e["shape"]) for e in listed):
+        raise bad("its 'arrays' metadata is missing or malformed")
+    members = {n[:-4] for n in names if n.endswith(".npy")} - {META}
+    listed_names = [e["name"] for e in listed]
+    if set(listed_names) != members or len(listed_names) != len(set(listed_names)) \
+            or len(names) != len(members) + 1:
+        raise bad(f"entries differ from the metadata: missing {sorted(set(listed_names) - members)}, "
+                  f"unexpected {sorted(members - set(listed_names))}")
+    return meta
 
-    def bad(what):
-        return CheckpointError(f"checkpoint {name!r} is invalid: {what}.")
 
-    z = np.load(path, allow_pickle=False)
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise bad("it is a single .npy array, not a funcnn .npz archive")
-    with z:
-        files = set(z.files)
-        if META not in files:
-            raise bad(f"no {META!r} entry, so it is not a funcnn checkpoint")
-        blob = z[META]
-        if blob.dtype != np.uint8 or blob.ndim != 1:
-            raise bad(f"the {META!r} entry must be uint8 [k]; got {blob.dtype} {blob.shape}")
-        meta = json.loads(blob.tobytes().decode("utf-8"))
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise bad(f"format {got!r} is not {FORMAT!r}")
-        version = meta.get("format_version")
-        if version != FORMAT_VERSION:
-            raise bad(f"format_version {version!r} is not supported; this funcnn reads version "
-                      f"{FORMAT_VERSION} (was it written by a newer funcnn?)")
-        listed = meta.get("arrays")
-        if not isinstance(listed, list) or not all(isinstance(e, dict) for e in listed):
-            raise bad("its 'arrays' metadata is missing")
-        names = [e.get("name") for e in listed]
-        if set(names) != files - {META} or len(names) != len(set(names)):
-            raise bad(f"entries differ from the metadata: missing {sorted(set(names) - files)}, "
-                      f"unexpected {sorted(files - set(names) - {META})}")
-        arrays = {}
-        for e in listed:
-            a = z[e["name"]]  # raises ValueError on an object (pickled) array
-            if a.dtype.str != e.get("dtype") or list(a.shape) != e.get("shape"):
-                raise bad(f"entry {e['name']!r} is {a.dtype.str} {list(a.shape)}; the metadata "
-                          f"says {e.get('dtype')} {e.get('shape')}")
-            arrays[e["name"]] = a
-    if _digest(arrays) != meta.get("payload_sha256"):
-        raise bad("the SHA-256 checksum of its arrays does not match (the data is corrupted)")
-    return meta, arrays
+def _rebuild(meta: dict, custom: tuple, bad) -> Network:
+    try:
+        d = meta["spec"]
+        spec = network_spec_from_dict(d) if isinstance(d, dict) and "layers" in d \
+            else spec_from_dict(d, custom=custom)
+        return from_spec(spec, custom=custom)
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"its network cannot be rebuilt ({str(e).rstrip('.')}). If it was built with your own "
+                  "pieces (activations, losses, layers), pass them: checkpoint.load(path, custom=[...])") from e
+
+
+def _read_arrays(zf: zipfile.ZipFile, meta: dict, net: Network, bad) -> dict[str, np.ndarray]:
+    """Every array, each checked against the spec's sizes before a byte of it is read.
+
+    The declared shapes bound what is read: parameters must have exactly the
+    spec's shapes, every optimizer-state leaf (a per-parameter moment, a
+    count) at most as many entries as the largest parameter, so a file that
+    claims 2^40 values or decompresses to gigabytes is refused, not allocated.
+    """
+    wanted = {n: w.shape for n, _, w in _param_entries(_template(net))}
+    biggest = max([math.prod(s) for s in wanted.values()] + [1])
+    listed = {e["name"]: e for e in meta["arrays"]}
+    expected_opt = [f"opt_state/{i:04d}" for i in range(sum(k.startswith("opt_state/") for k in listed))]
+    expected = set(wanted) | set(expected_opt) | {"step", "rng"}
+    if set(listed) != expected:
+        missing, unexpected = sorted(expected - set(listed)), sorted(set(listed) - expected)
+        raise bad(f"entries do not match the spec: missing {missing}, unexpected {unexpected}")
+    arrays = {}
+    for n, e in listed.items():
+        shape = tuple(e["shape"])
+        if n in wanted and shape != wanted[n]:
+            raise bad(f"{n} has shape {shape}; the spec needs {wanted[n]}")
+        limit = {"step": 1, "rng": 16}.get(n, biggest)
+        if math.prod(shape) > limit:
+            raise bad(f"{n} claims {math.prod(shape)} values; at most {limit} fit this network")
+        try:
+            dtype = np.dtype(e["dtype"])
+        except TypeError as err:
+            raise bad(f"entry {n!r} has an unknown dtype {e['dtype']!r}") from err
+        if dtype.kind not in "biuf":
+            raise bad(f"entry {n!r} has dtype {dtype} (object arrays cannot be loaded without pickle); "
+                      "a checkpoint holds only bool/int/float arrays")
+        arrays[n] = _read_member(zf, n, dtype, shape, math.prod(shape) * dtype.itemsize, bad)
+    return {e["name"]: arrays[e["name"]] for e in meta["arrays"]}  # the metadata's order (the digest's)
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, dtype, shape, max_bytes: int, bad) -> np.ndarray:
+    """One ``.npy`` member, never reading more than its header and ``max_bytes`` of data."""
+    info = zf.getinfo(name + ".npy")
+    if info.file_size > max_bytes + _NPY_HEADER_MAX:
+        raise bad(f"entry {name!r} is {info.file_size} bytes uncompressed; at most "
+                  f"{max_bytes + _NPY_HEADER_MAX} are allowed for it")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        got_shape, fortran, got_dtype = reader(f)
+        if got_dtype.hasobject:
+            raise bad(f"entry {name!r} holds Python objects (object arrays cannot be loaded without pickle)")
+        if got_dtype != dtype or (shape is not None and tuple(got_shape) != shape):
+            raise bad(f"entry {name!r} is {got_dtype.str} {list(got_shape)}; the metadata says "
+                      f"{dtype.str} {None if shape is None else list(shape)}")
+        nbytes = math.prod(got_shape) * got_dtype.itemsize
+        if nbytes > max_bytes:
+            raise bad(f"entry {name!r} claims {nbytes} bytes; at most {max_bytes} are allowed for it")
+        raw = f.read(nbytes)
+    if len(raw) != nbytes:
+        raise bad(f"entry {name!r} is truncated ({len(raw)} of {nbytes} bytes)")
+    a = np.frombuffer(raw, dtype=got_dtype).reshape(got_shape, order="F" if fortran else "C")
+    return np.ascontiguousarray(a) if a.ndim else a.copy()
 
 
 # -------------------------------------------------------------------------- restore
@@ -493,21 +591,21 @@ def restore_state(ckpt: Checkpoint, opt: GradientTransformation) -> TrainState:
         optimizer or chain); the message names the first mismatching leaf.
     """
     if not isinstance(ckpt, Checkpoint):
-        raise TypeError(f"ckpt must be a Checkpoint from checkpoint.load; got {type(ckpt).__name__}.")
+        raise InvalidType(f"ckpt must be a Checkpoint from checkpoint.load; got {type(ckpt).__name__}.")
     if not isinstance(opt, GradientTransformation):
-        raise TypeError(f"opt must be a GradientTransformation; got {type(opt).__name__}.")
+        raise InvalidType(f"opt must be a GradientTransformation; got {type(opt).__name__}.")
     template = jax.eval_shape(opt.init, ckpt.params)
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
     saved_paths = ckpt.meta["opt_state"]["paths"]
     hint = ("Was the run saved with a different optimizer or chain? The saved state is "
             f"{ckpt.meta['opt_state']['treedef']}.")
     if len(flat) != len(ckpt.opt_state_leaves):
-        raise ValueError(f"the checkpoint holds {len(ckpt.opt_state_leaves)} optimizer-state "
+        raise InvalidArgument(f"the checkpoint holds {len(ckpt.opt_state_leaves)} optimizer-state "
                          f"leaves but opt.init(params) has {len(flat)}. {hint}")
     for i, ((p, want), got, saved_path) in enumerate(zip(flat, ckpt.opt_state_leaves, saved_paths)):
         path = jax.tree_util.keystr(p)
         if path != saved_path or want.shape != got.shape or want.dtype != got.dtype:
-            raise ValueError(f"optimizer-state leaf {i} does not fit opt: saved {saved_path} "
+            raise InvalidArgument(f"optimizer-state leaf {i} does not fit opt: saved {saved_path} "
                              f"{got.dtype}{list(got.shape)}, opt.init gives {path} "
                              f"{want.dtype}{list(want.shape)}. {hint}")
     opt_state = jax.tree.unflatten(treedef, list(ckpt.opt_state_leaves))

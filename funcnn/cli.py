@@ -1,20 +1,27 @@
 """The ``funcnn`` command: train, gradcheck, evaluate, predict, resume.
 
-Every user error (bad config, missing file, corrupted checkpoint, divergence)
-ends with one line on stderr, ``funcnn: error: ...``, and a non-zero exit code;
-tracebacks are for bugs. This module and ``scripts/`` are the only places that
-print.
+Every user error (bad config, missing file, corrupted checkpoint, divergence,
+an OS error such as a full disk or a read-only directory) ends with one line on
+stderr, ``funcnn: error: ...``, and a non-zero exit code. Only funcnn's own
+error types (``funcnn.errors.FuncnnError``) and OS errors are caught: any other
+exception is a bug and keeps its traceback. This module and ``scripts/`` are
+the only places that print.
+
+Nothing the user saved is overwritten without an explicit flag; every file is
+written atomically; a process training in a run directory holds its lock.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import errno
+import io
 import json
 import importlib.util
+import math
 import os
 import stat
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,15 +29,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import __version__, checkpoint, config as cfglib, data, experiment, parallel, train
+from funcnn import __version__, _checks, _files, checkpoint, config as cfglib, data, experiment, parallel, train
 from funcnn.app import sweep
+from funcnn.errors import FuncnnError
 from funcnn.gradcheck import gradcheck as _gradcheck
 
-EXIT_USAGE, EXIT_FAILED = 2, 1
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 
-class UserError(Exception):
-    """An error to report in one line, without a traceback."""
+class UserError(FuncnnError):
+    """An error to report in one line, without a traceback; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
 
 
 def _say(quiet: bool, message: str) -> None:
@@ -106,18 +118,7 @@ def _use_compile_cache(off: bool) -> Path | None:
 # ------------------------------------------------------------------------ small helpers
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Writes a small text file atomically (temp file in the same directory, then rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+_write_text = _files.write_text  # atomic, mode 0666 less the umask like the checkpoints
 
 
 def _new_run_dir(cfg, config_path: str, out: str | None) -> Path:
@@ -142,12 +143,23 @@ def _new_run_dir(cfg, config_path: str, out: str | None) -> Path:
     raise UserError(f"could not create a new run directory next to {base}")
 
 
-def _standardizer_to_json(stats):
-    return None if stats is None else {"mean": np.asarray(stats.mean).tolist(), "std": np.asarray(stats.std).tolist()}
+def _use_dtype(cfg) -> None:
+    """Enables 64-bit JAX for a float64 run, before any array exists: the run is what config.json says."""
+    if experiment.dtype_of(cfg) == jnp.float64 and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
 
 
-def _standardizer_from_json(d, dtype):
-    return None if not d else data.Standardizer(jnp.asarray(d["mean"], dtype), jnp.asarray(d["std"], dtype))
+def _load_checkpoint(path: str) -> checkpoint.Checkpoint:
+    """``checkpoint.load``, with 64-bit JAX enabled first when the file holds a float64 run."""
+    try:
+        return checkpoint.load(path)
+    except checkpoint.NeedsX64Error:
+        jax.config.update("jax_enable_x64", True)
+        return checkpoint.load(path)
+
+
+def _best_to_json(best: train.BestSoFar) -> dict:
+    return {"loss": best.loss if math.isfinite(best.loss) else None, "epoch": best.epoch, "since": best.since}
 
 
 class _Progress:
@@ -219,46 +231,60 @@ def _gradcheck_first_batch(cfg, split, net, state, dtype=None, max_entries=500, 
                       sweep_entries=sweep_entries)
 
 
-def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epochs_done=0, quiet=False,
-                mesh=None):
+def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epochs_done=0, best=None,
+                quiet=False, mesh=None):
     """Trains with per-epoch metrics.jsonl lines and checkpoints; returns the RunResult.
 
+    After each epoch: its metrics line, then ``best.ckpt`` if it is the best so
+    far, then ``last.ckpt``, which holds the best-so-far and the early-stopping
+    count: it is what ``resume`` continues from, so it is written last.
     ``run_dir=None`` (processes other than 0 of a distributed run) trains and writes nothing.
     """
-    extra = {"standardizer": _standardizer_to_json(split.standardizer),
+    extra = {"standardizer": checkpoint.standardizer_to_json(split.standardizer),
              **({"classes": split.classes} if split.classes is not None else {})}  # csv string labels
     cfg_dict = cfglib.config_to_dict(cfg)
     total = 1 if opt is None else cfg.training.epochs
     progress = _Progress(total, quiet=quiet, first=epochs_done)
-    best_val = [np.inf]
+    tracked = [train.NO_BEST if best is None else best]
+    last_done = [epochs_done - 1]
+
+    def save(name, st, **more):
+        checkpoint.save(run_dir / name, st, spec=net.spec, config=cfg_dict, extra=dict(extra, **more),
+                        overwrite=True)
 
     def callback(epoch, m, st):
         if run_dir is None:
             return
-        epoch += epochs_done
-        line = dict(m, epoch=epoch)
-        with open(run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(line) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        checkpoint.save(run_dir / "last.ckpt", st, spec=net.spec, config=cfg_dict,
-                        extra=dict(extra, epoch=epoch), overwrite=True)
-        if "val_loss" in m and m["val_loss"] < best_val[0]:
-            best_val[0] = m["val_loss"]
-            checkpoint.save(run_dir / "best.ckpt", st, spec=net.spec, config=cfg_dict,
-                            extra=dict(extra, epoch=epoch), overwrite=True)
+        _files.append_line(run_dir / "metrics.jsonl", json.dumps(dict(m, epoch=epoch)))
+        if "val_loss" in m:
+            tracked[0] = train.track_best(tracked[0], epoch, m["val_loss"], None)  # params: in best.ckpt
+            if tracked[0].epoch == epoch:
+                save("best.ckpt", st, epoch=epoch)
+        save("last.ckpt", st, epoch=epoch, best=_best_to_json(tracked[0]))
+        last_done[0] = epoch
         progress.update(epoch, m)
 
     try:
         result = experiment.run(cfg, split, state=state, epochs=(cfg.training.epochs - epochs_done) or None,
-                                callback=callback, mesh=mesh)
+                                callback=callback, mesh=mesh, first_epoch=epochs_done, best=best)
+    except train.DivergenceError as e:
+        where = "it is not saved (a process other than 0)"
+        if run_dir is not None:
+            save("diverged.ckpt", e.state, epoch=e.epoch, diverged={"epoch": e.epoch, "step": e.step})
+            where = f"it is saved in {run_dir / 'diverged.ckpt'}"
+        raise UserError(f"training diverged: the loss became NaN or inf in epoch {e.epoch + 1} of {total}, at "
+                        f"its step {e.step + 1}; the last finite state (global step {int(e.state.step)}) is kept: "
+                        f"{where}. Try a lower learning rate or gradient clipping.", EXIT_FAILED) from None
+    except KeyboardInterrupt:
+        at = min(last_done[0] + 2, total)
+        hint = f"; continue with `funcnn resume {run_dir}`" if run_dir is not None and last_done[0] >= 0 else ""
+        raise UserError(f"interrupted at epoch {at} of {total}{hint}", EXIT_INTERRUPTED) from None
     finally:
         progress.close()
     if run_dir is None:
         return result
     final_extra = dict(extra, test=result.test, seconds=result.seconds)
-    checkpoint.save(run_dir / "final.ckpt", result.state, spec=net.spec, config=cfg_dict, extra=final_extra,
-                    overwrite=True)
+    save("final.ckpt", result.state, test=result.test, seconds=result.seconds)
     if not (run_dir / "best.ckpt").exists():  # no validation split: the final state is the best we know
         checkpoint.save(run_dir / "best.ckpt", result.state, spec=net.spec, config=cfg_dict,
                         extra=final_extra, overwrite=True)
@@ -267,7 +293,7 @@ def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epoch
 
 def _history_from_jsonl(run_dir: Path) -> dict:
     hist = {"train_loss": [], "val_loss": [], "val_accuracy": []}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         m = json.loads(line)
         for k in hist:
             if k in m:
@@ -314,6 +340,11 @@ def _distributed_mesh(args):
     return parallel.data_mesh()
 
 
+def _check_batch_size(cfg, n_train: int) -> None:
+    if cfg.optimizer.name != "lbfgs" and cfg.training.batch_size is not None:
+        data.check_batch_size(cfg.training.batch_size, n_train, name="training.batch_size")
+
+
 def cmd_train(args) -> int:
     if args.seeds is not None:  # K seeds at once: funcnn.app.sweep
         if args.distributed:
@@ -321,6 +352,7 @@ def cmd_train(args) -> int:
         return sweep.cmd_train_seeds(args, _new_run_dir, _write_text)
     t0 = time.perf_counter()
     cfg = cfglib.load_config(args.config, args.set)
+    _use_dtype(cfg)
     mesh = _distributed_mesh(args)  # before any JAX computation
     if mesh is not None and not parallel.is_main_process():  # trains; process 0 writes and prints
         split = experiment.load_split(cfg)
@@ -329,8 +361,14 @@ def cmd_train(args) -> int:
         return 0
     _say(args.quiet, f"loading the {cfg.data.name} data...")
     split = experiment.load_split(cfg)  # before the run dir: bad data makes no empty run
+    _check_batch_size(cfg, split.x_train.shape[0])
     net, opt = experiment.build(cfg, split.x_train.shape[0])
     run_dir = _new_run_dir(cfg, args.config, args.out)
+    with _files.run_lock(run_dir):
+        return _train_in(args, cfg, run_dir, split, net, opt, mesh, t0)
+
+
+def _train_in(args, cfg, run_dir, split, net, opt, mesh, t0) -> int:
     _write_text(run_dir / "config.json", json.dumps(cfglib.config_to_dict(cfg), indent=2) + "\n")
     report = None
     if cfg.output.gradcheck:
@@ -367,33 +405,102 @@ def _finish(cfg, run_dir, split, net, result, report, t0, quiet) -> int:
 def cmd_resume(args) -> int:
     t0 = time.perf_counter()
     run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} is not a run directory (no such directory).")
+    for name, why in (("final.ckpt", "it finished"), ("diverged.ckpt", "it diverged")):
+        if (run_dir / name).exists():  # for any reason: all epochs, early stopping, divergence
+            print(f"{run_dir}: {why} ({name} exists); nothing to resume, nothing was changed.")
+            return 0
     for name in ("config.json", "last.ckpt", "metrics.jsonl"):
         if not (run_dir / name).exists():
             raise UserError(f"{run_dir} is not a resumable run directory: {name} is missing.")
-    cfg = cfglib.config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    with _files.run_lock(run_dir):
+        return _resume_in(args, run_dir, t0)
+
+
+def _read_run_config(run_dir: Path):
+    path = run_dir / "config.json"
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not valid UTF-8 JSON ({type(e).__name__}: {e}); it is the run's "
+                        "resolved config and cannot be guessed: restore it, or train again.") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path} must hold a JSON object {{section: {{key: value}}}}; got {type(d).__name__}.")
+    try:
+        return cfglib.config_from_dict(d)
+    except cfglib.ConfigError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def _resumed_best(run_dir: Path, ckpt) -> train.BestSoFar | None:
+    """The best-so-far that last.ckpt recorded, with its parameters from best.ckpt."""
+    b = ckpt.extra.get("best")
+    if not isinstance(b, dict) or b.get("epoch") is None:
+        return None
+    params = None
+    if (run_dir / "best.ckpt").exists():
+        best_ckpt = checkpoint.load(run_dir / "best.ckpt")
+        if best_ckpt.extra.get("epoch") == b["epoch"]:
+            params = best_ckpt.params
+        # else: killed between the two saves; that epoch is recomputed and is the best again.
+    return train.BestSoFar(float(b["loss"]), int(b["epoch"]), params, int(b["since"]))
+
+
+def _resume_in(args, run_dir: Path, t0) -> int:
+    cfg = _read_run_config(run_dir)
+    _use_dtype(cfg)
     if cfg.optimizer.name == "lbfgs":
         raise UserError("an L-BFGS run is one compiled minimisation and cannot be resumed; train it again.")
+    _files.remove_stale_temps(run_dir)  # left by a kill during a save; we hold the lock
     ckpt = checkpoint.load(run_dir / "last.ckpt")
     done = int(ckpt.extra.get("epoch", -1)) + 1
+    best = _resumed_best(run_dir, ckpt)
     split = experiment.load_split(cfg)
     net, opt = experiment.build(cfg, split.x_train.shape[0])
-    if done >= cfg.training.epochs:
-        print(f"{run_dir}: all {cfg.training.epochs} epochs are done; nothing to resume.")
-        return 0
+    patience = cfg.training.early_stopping
+    stopped = patience is not None and best is not None and best.since >= patience
+    if done >= cfg.training.epochs or stopped:  # killed after the last epoch, before final.ckpt
+        state = checkpoint.restore_state(ckpt, opt)
+        if stopped and best.params is not None:
+            state = state._replace(params=best.params)
+        result = experiment.RunResult(state, None, experiment.evaluate_split(net, state.params, split.x_test,
+                                                                             split.y_test), 0.0)
+        _finish_files(cfg, run_dir, net, result)
+        return _finish(cfg, run_dir, split, net, result, None, t0, args.quiet)
     # metrics.jsonl may hold epochs after the last checkpoint if a run died between
     # the two writes: keep exactly the epochs the checkpoint has.
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()[:done]
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()[:done]
     _write_text(run_dir / "metrics.jsonl", "".join(l + "\n" for l in lines))
     state = checkpoint.restore_state(ckpt, opt)
     if not args.quiet:
         print(f"resuming {run_dir} at epoch {done + 1}/{cfg.training.epochs}", flush=True)
-    result = _train_loop(cfg, run_dir, split, net, opt, state=state, epochs_done=done, quiet=args.quiet)
+    result = _train_loop(cfg, run_dir, split, net, opt, state=state, epochs_done=done, best=best,
+                         quiet=args.quiet)
     return _finish(cfg, run_dir, split, net, result, None, t0, args.quiet)  # no gradient check on resume
 
 
+def _finish_files(cfg, run_dir, net, result) -> None:
+    """final.ckpt (and best.ckpt without validation) for a run whose epochs were all done."""
+    extra = {"standardizer": checkpoint.load(run_dir / "last.ckpt").extra.get("standardizer")}
+    cfg_dict = cfglib.config_to_dict(cfg)
+    final_extra = dict(extra, test=result.test, seconds=result.seconds)
+    checkpoint.save(run_dir / "final.ckpt", result.state, spec=net.spec, config=cfg_dict, extra=final_extra,
+                    overwrite=True)
+    if not (run_dir / "best.ckpt").exists():
+        checkpoint.save(run_dir / "best.ckpt", result.state, spec=net.spec, config=cfg_dict,
+                        extra=final_extra, overwrite=True)
+
+
 def cmd_gradcheck(args) -> int:
+    if args.max_entries < 0:
+        raise UserError(f"--max-entries must be >= 0 (0: every entry); got {args.max_entries}.")
     cfg = cfglib.load_config(args.config, args.set)
+    _use_dtype(cfg)
+    if args.dtype == "float64" and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
     split = experiment.load_split(cfg)
+    _check_batch_size(cfg, split.x_train.shape[0])
     net, opt = experiment.build(cfg, split.x_train.shape[0])
     state = experiment.initial_state(cfg, net, opt)
     report = _gradcheck_first_batch(cfg, split, net, state, dtype=args.dtype,
@@ -402,45 +509,78 @@ def cmd_gradcheck(args) -> int:
     return 0 if report.passed else EXIT_FAILED
 
 
-def _load_inputs(path: str, target: str | None):
+def _load_inputs(path: str, target: str | None, num_features: int):
+    """``(x, y or None)`` from a .npy, .npz or .csv file; x is checked: real, non-empty ``[n, num_features]``."""
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such input file: {path}")
+    if not p.is_file():
+        raise UserError(f"no such input file: {path}" if not p.exists() else f"input {path} is not a file.")
+    y = None
     if p.suffix == ".npy":
-        return np.load(p, allow_pickle=False), None
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            if "x" not in z:
-                raise UserError(f"{path} must hold an array named 'x' (and 'y' for evaluate); it has {list(z)}.")
-            return z["x"], (z["y"] if "y" in z else None)
-    if p.suffix == ".csv":
-        if target is None:
-            rows = np.loadtxt(p, delimiter=",", skiprows=1, ndmin=2)
-            return rows, None
-        return data.load_csv(p, target=target)
-    raise UserError(f"input {path} must be .npy, .npz or .csv; got {p.suffix or 'no suffix'}.")
+        x = _npy(p, lambda f: np.load(f, allow_pickle=False))
+    elif p.suffix == ".npz":
+        def read(f):
+            with np.load(f, allow_pickle=False) as z:
+                if "x" not in z:
+                    raise UserError(f"{path} must hold an array named 'x' (and 'y' for evaluate); it has "
+                                    f"{list(z)}.")
+                return z["x"], (z["y"] if "y" in z else None)
+        x, y = _npy(p, read)
+    elif p.suffix == ".csv":
+        x, y = (data.load_csv_features(p), None) if target is None else data.load_csv(p, target=target)
+    else:
+        raise UserError(f"input {path} must be .npy, .npz or .csv; got {p.suffix or 'no suffix'}.")
+    if not isinstance(x, (np.ndarray, jax.Array)):
+        raise UserError(f"{path} must hold one array; got {type(x).__name__}.")
+    return _checks.feature_rows(path, x, num_features), y  # the checks Checkpoint.preprocess makes
 
 
-def _ckpt_inputs(ckpt, x):
-    dtype = jax.tree.leaves(ckpt.params)[0].dtype
-    x = jnp.asarray(x, dtype)
-    stats = _standardizer_from_json(ckpt.extra.get("standardizer"), dtype)
-    return x if stats is None else data.standardize_apply(stats, x)
+def _npy(p: Path, read):
+    """Reads a .npy/.npz file, saying in one line what is wrong with one that is not readable as such."""
+    try:
+        with open(p, "rb") as f:
+            return read(f)
+    except UserError:
+        raise
+    except ValueError as e:  # NumPy: a pickled/object array, a bad header, a truncated file
+        why = "holds Python objects (pickled data is never loaded)" if "pickle" in str(e) else \
+            f"is not a readable {p.suffix} file ({e})"
+        raise UserError(f"input {p} {why}.") from None
+    except (EOFError, OSError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise
+        raise UserError(f"input {p} is not a readable {p.suffix} file ({type(e).__name__}: {e}).") from None
+
+
+def _stored_split(args, ckpt):
+    """The test split the checkpoint's config re-creates; files it names are read only with --run-data."""
+    if ckpt.config is None:
+        raise UserError(f"{args.checkpoint} stores no config; pass --data FILE with inputs and labels.")
+    try:
+        cfg = cfglib.config_from_dict(ckpt.config)
+    except cfglib.ConfigError as e:
+        raise UserError(f"{args.checkpoint}: its stored config is invalid ({e}); pass --data FILE.") from None
+    if cfg.data.name in experiment.FILE_DATASETS and not args.run_data:
+        raise UserError(f"{args.checkpoint} was trained on files (data.name={cfg.data.name!r}, data.path="
+                        f"{cfg.data.path!r}); a checkpoint never chooses which files to read: pass --data FILE, "
+                        "or --run-data to re-create the run's test split from that path.")
+    return experiment.load_split(cfg)
 
 
 def cmd_evaluate(args) -> int:
-    ckpt = checkpoint.load(args.checkpoint)
+    ckpt = _load_checkpoint(args.checkpoint)
     net = ckpt.net
     if args.data is None:
-        if ckpt.config is None:
-            raise UserError(f"{args.checkpoint} stores no config; pass --data FILE with inputs and labels.")
-        split = experiment.load_split(cfglib.config_from_dict(ckpt.config))
+        split = _stored_split(args, ckpt)
         x, y, where = split.x_test, split.y_test, "the config's test split"
     else:
-        x, y = _load_inputs(args.data, args.target)
+        x, y = _load_inputs(args.data, args.target, net.input_size)
         if y is None:
             raise UserError(f"{args.data} has no labels: an .npz needs an array 'y', a .csv needs --target.")
-        x, y, where = _ckpt_inputs(ckpt, x), jnp.asarray(y), args.data
+        y = np.asarray(y)
+        if y.dtype.kind not in "biuf" or y.shape[:1] != x.shape[:1]:
+            raise UserError(f"{args.data}: y must be {x.shape[0]} numeric labels or targets; got "
+                            f"{y.dtype} {y.shape}.")
+        x, y, where = ckpt.preprocess(x), jnp.asarray(y), args.data
     report = experiment.evaluate_split(net, ckpt.params, x, y)
     print(f"{args.checkpoint} on {where} ({x.shape[0]} samples)")
     print(f"loss {report['loss']:.6f}")
@@ -463,33 +603,54 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _check_out(out: str, force: bool, inputs: list[str]) -> Path:
+    """The exact path --out names, refused before any work if writing it would lose something."""
+    path = Path(out)
+    if path.is_dir():
+        raise UserError(f"--out {out} is a directory; give the file to write, e.g. {path / 'predictions.npy'}.")
+    if any(path.resolve() == Path(i).resolve() for i in inputs):
+        raise UserError(f"--out {out} is one of this command's inputs; choose another file.")
+    if path.exists() and not force:
+        raise UserError(f"--out {out} already exists; pass --force to replace it, or choose another file.")
+    if not path.parent.is_dir():
+        raise UserError(f"--out {out}: directory {path.parent} does not exist (create it first).")
+    return path
+
+
 def cmd_predict(args) -> int:
-    ckpt = checkpoint.load(args.checkpoint)
-    x, _ = _load_inputs(args.input, None)
-    if x.ndim != 2 or x.shape[1] != ckpt.net.input_size:
-        raise UserError(f"{args.input} must hold rows of {ckpt.net.input_size} features; got shape {x.shape}.")
+    out = None if args.out is None else _check_out(args.out, args.force, [args.checkpoint, args.input])
+    ckpt = _load_checkpoint(args.checkpoint)
     if args.labels and ckpt.net.output.decide is None:
         raise UserError(f"--labels: {args.checkpoint} is a regression model ({ckpt.net.output.name} output): "
                         "its outputs are the predictions and it has no labels; drop --labels.")
-    x = _ckpt_inputs(ckpt, x)
-    out = np.asarray(ckpt.net.predict(ckpt.params, x) if args.labels else ckpt.net.apply(ckpt.params, x))
+    x, _ = _load_inputs(args.input, None, ckpt.net.input_size)
+    y = np.asarray(ckpt.predict(x) if args.labels else ckpt.apply(x))
     classes = ckpt.extra.get("classes")
     if args.labels and classes is not None:  # csv string labels: back to the names trained on
-        out = np.asarray(classes)[out]
-    if args.out:
-        np.save(args.out, out, allow_pickle=False)
-        print(f"wrote {out.shape} to {args.out}")
+        y = np.asarray(classes)[y]
+    if out is not None:
+        buf = io.BytesIO()
+        np.save(buf, y, allow_pickle=False)
+        _files.atomic_write(out, lambda f: f.write(buf.getvalue()))  # exactly this path: no ".npy" added
+        print(f"wrote {y.shape} to {out}")
     else:
-        fmt = "%s" if out.dtype.kind == "U" else "%d" if args.labels else "%.6g"
-        np.savetxt(sys.stdout, out.reshape(out.shape[0], -1), fmt=fmt, delimiter=",")
+        fmt = "%s" if y.dtype.kind == "U" else "%d" if args.labels else "%.6g"
+        np.savetxt(sys.stdout, y.reshape(y.shape[0], -1), fmt=fmt, delimiter=",")
     return 0
 
 
 # ------------------------------------------------------------------------ entry point
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in the one-line form of every other user error."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"funcnn: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
+    ap = _Parser(
         prog="funcnn", description="Train, check and use funcnn MLPs (hand-derived backprop on JAX).",
         epilog="Run 'funcnn COMMAND --help' for a command's options. Configs: see configs/*.toml.")
     ap.add_argument("--version", action="version", version=f"funcnn {__version__}")
@@ -535,19 +696,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .ckpt file from a run directory")
     p.add_argument("--data", help="inputs and labels: .npz with arrays x and y, or .csv with --target")
     p.add_argument("--target", help="the label column of a --data .csv")
+    p.add_argument("--run-data", action="store_true",
+                   help="without --data, for a run trained on files (csv, mnist): read the data.path stored "
+                   "in the checkpoint to re-create its test split (never done unless asked)")
     p.set_defaults(fn=cmd_evaluate)
 
     p = sub.add_parser("predict", help="outputs or predicted labels for new inputs",
                        description="Apply a checkpoint's network (and its stored standardisation) to INPUT.")
     p.add_argument("checkpoint")
-    p.add_argument("input", help="rows of features: .npy, .npz (array x) or .csv with a header row")
+    p.add_argument("input", help="rows of features: .npy, .npz (array x) or .csv with a header row "
+                   "(required: a first row of numbers is refused, never dropped)")
     p.add_argument("--labels", action="store_true", help="print predicted labels instead of outputs")
-    p.add_argument("--out", help="save the result as .npy instead of printing it")
+    p.add_argument("--out", help="save the result in .npy format to exactly this file instead of printing it")
+    p.add_argument("--force", action="store_true", help="let --out replace an existing file")
     p.set_defaults(fn=cmd_predict)
 
     p = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint",
-                       description="Continue RUN_DIR from last.ckpt; the result is bit-identical to an "
-                       "uninterrupted run on CPU.")
+                       description="Continue RUN_DIR from last.ckpt, with its best-so-far and early-stopping "
+                       "count; the result is bit-identical to an uninterrupted run on CPU. A finished run "
+                       "(final.ckpt or diverged.ckpt exists) is left unchanged.")
     p.add_argument("run_dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_resume)
@@ -559,20 +726,36 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _os_error_line(e: OSError) -> str:
+    """One line for an OS error: what failed, on which file, and the system's reason."""
+    if e.errno is None or e.strerror is None:  # raised by funcnn with a full message
+        return str(e)
+    where = f" {e.filename!r}" if e.filename is not None else ""
+    hint = {errno.ENOSPC: "; free some space and run again (files already written are intact)",
+            errno.EACCES: "; check the permissions", errno.EROFS: "; choose a writable place"}.get(e.errno, "")
+    return f"{e.strerror}:{where}{hint}"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _use_compile_cache(args.no_compile_cache)
     try:
         return args.fn(args)
-    except train.DivergenceError as e:
-        print(f"funcnn: error: {e}", file=sys.stderr)
-        return EXIT_FAILED
     except BrokenPipeError:  # e.g. `funcnn evaluate ... | head`: the reader left, not an error
         sys.stderr.close()
         return 0
-    except (UserError, ValueError, TypeError, FileNotFoundError, FileExistsError, IsADirectoryError) as e:
+    except UserError as e:
+        print(f"funcnn: error: {e}", file=sys.stderr)
+        return e.code
+    except FuncnnError as e:  # funcnn's own user errors; any other exception is a bug: its traceback shows
         print(f"funcnn: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as e:  # the OS refused: a missing file, a full disk, a read-only directory, ...
+        print(f"funcnn: error: {_os_error_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # outside training (which names its epoch)
+        print("funcnn: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ except ModuleNotFoundError:  # Python 3.10: the backport, a declared dependency 
 import numpy as np
 
 from funcnn import _checks, activations, initializers, layers, losses, optim
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.mlp import BIAS_INITS, PRECISIONS, mlp
 from funcnn.network import Network, network
 from funcnn.optim import GradientTransformation
@@ -70,7 +71,10 @@ _INPUTS = {"digits": 64, "mnist": 784, "two_lines": 2, "xor": 2, "moons": 2, "sp
 _OUTPUTS = {"digits": 10, "mnist": 10, "sine": 1}
 
 
-class ConfigError(ValueError):
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+class ConfigError(InvalidArgument):
     """A bad configuration value; ``key`` is the ``"section.key"`` concerned (or None)."""
 
     def __init__(self, message: str, key: str | None = None):
@@ -215,11 +219,21 @@ def load_config(path=None, overrides=()) -> Config:
         name = os.fspath(path)
         if not os.path.isfile(name):
             raise FileNotFoundError(f"no config file at {name!r}.")
-        with open(name, "rb") as f:
-            try:
-                data = tomllib.load(f)
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"config file {name!r} is not valid TOML: {e}.") from None
+        try:
+            with open(name, "rb") as f:
+                raw = f.read(_MAX_CONFIG_BYTES + 1)
+        except OSError as e:  # e.g. /proc/self/mem: the CLI reports it in one line, with the file
+            raise OSError(e.errno, e.strerror, name) from None
+        if len(raw) > _MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {name!r} is larger than {_MAX_CONFIG_BYTES >> 20} MiB; a config "
+                              "is a few lines of TOML.")
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {name!r} is not UTF-8 text (undecodable byte at offset {e.start}); "
+                              "TOML files are UTF-8.") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {name!r} is not valid TOML: {e}.") from None
         for section, table in data.items():
             _section(section, f"in {name!r}")
             if not isinstance(table, dict):
@@ -261,7 +275,7 @@ def config_to_dict(cfg: Config) -> dict:
       TypeError: ``cfg`` is not a ``Config``.
     """
     if not isinstance(cfg, Config):
-        raise TypeError(f"cfg must be a Config; got {type(cfg).__name__}.")
+        raise InvalidType(f"cfg must be a Config; got {type(cfg).__name__}.")
     out = {}
     for section in SECTIONS:
         values = dataclasses.asdict(getattr(cfg, section))
@@ -322,7 +336,7 @@ def build_model(cfg: ModelConfig) -> Network:
     """
     cfg = cfg.model if isinstance(cfg, Config) else cfg
     if not isinstance(cfg, ModelConfig):
-        raise TypeError(f"cfg must be a ModelConfig; got {type(cfg).__name__}.")
+        raise InvalidType(f"cfg must be a ModelConfig; got {type(cfg).__name__}.")
     if cfg.layers:
         return _build_network(cfg)
     init = initializers.uniform(cfg.init_epsilon) if cfg.init == "uniform" else cfg.init
@@ -380,7 +394,7 @@ def build_optimizer(cfg: OptimizerConfig, total_steps: int) -> GradientTransform
     """
     cfg = cfg.optimizer if isinstance(cfg, Config) else cfg
     if not isinstance(cfg, OptimizerConfig):
-        raise TypeError(f"cfg must be an OptimizerConfig; got {type(cfg).__name__}.")
+        raise InvalidType(f"cfg must be an OptimizerConfig; got {type(cfg).__name__}.")
     if cfg.name == "lbfgs":
         raise ConfigError(
             "optimizer.name='lbfgs' is a full-batch minimiser, not a GradientTransformation: "

@@ -28,7 +28,8 @@ import numpy as np
 from funcnn import _checks
 from funcnn.datasets import (_check_key, _float_dtype, make_moons, make_sine, make_spirals,
                              make_two_lines, make_xor)
-from funcnn.readers import MNIST_FILES, load_csv, load_idx, load_mnist
+from funcnn.errors import InvalidArgument, InvalidType
+from funcnn.readers import MNIST_FILES, load_csv, load_csv_features, load_idx, load_mnist
 
 Array = jax.Array
 
@@ -37,7 +38,7 @@ __all__ = [
     "Standardizer", "standardize_fit", "standardize_apply", "standardize",
     "minibatches", "check_xy", "check_batch_size", "augment_shifts",
     "make_two_lines", "make_xor", "make_sine", "make_moons", "make_spirals",
-    "load_idx", "load_mnist", "load_csv", "MNIST_FILES",
+    "load_idx", "load_mnist", "load_csv", "load_csv_features", "MNIST_FILES",
 ]
 
 
@@ -63,12 +64,12 @@ def check_xy(x, y, *, name_x: str = "x", name_y: str = "y") -> int:
     for name, a in ((name_x, x), (name_y, y)):
         shape = np.shape(a)
         if len(shape) == 0:
-            raise ValueError(f"{name} must be an array of samples [n, ...]; got a scalar {a!r}.")
+            raise InvalidArgument(f"{name} must be an array of samples [n, ...]; got a scalar {a!r}.")
         if shape[0] == 0:
-            raise ValueError(f"{name} is empty (shape {shape}); at least one sample is needed.")
+            raise InvalidArgument(f"{name} is empty (shape {shape}); at least one sample is needed.")
         shapes[name] = shape
     if shapes[name_x][0] != shapes[name_y][0]:
-        raise ValueError(
+        raise InvalidArgument(
             f"{name_x} and {name_y} must have the same number of samples (first axis); got "
             f"{name_x} {shapes[name_x]} and {name_y} {shapes[name_y]}.")
     for name, a in ((name_x, x), (name_y, y)):
@@ -92,7 +93,7 @@ def check_batch_size(batch_size, n: int, *, name: str = "batch_size") -> int:
     """
     batch_size = _checks.positive_int(name, batch_size)
     if batch_size > n:
-        raise ValueError(f"{name}={batch_size} is larger than the {n} samples available; "
+        raise InvalidArgument(f"{name}={batch_size} is larger than the {n} samples available; "
                          f"allowed are integers in [1, {n}].")
     return batch_size
 
@@ -107,7 +108,7 @@ def _count(name: str, size, n: int) -> int:
     """A split size as a sample count: a fraction in (0, 1) or an int count in [1, n)."""
     if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
         if not 1 <= size < n:
-            raise ValueError(f"{name}={size} as a count must be in [1, {n - 1}] for {n} samples.")
+            raise InvalidArgument(f"{name}={size} as a count must be in [1, {n - 1}] for {n} samples.")
         return int(size)
     if isinstance(size, (float, np.floating)) and 0.0 < size < 1.0:
         # ceil like scikit-learn, but after rounding away float noise, so that
@@ -115,7 +116,7 @@ def _count(name: str, size, n: int) -> int:
         count = max(1, math.ceil(round(size * n, 6)))
         if count < n:
             return count
-    raise ValueError(f"{name} must be a fraction in (0, 1) or an int count in [1, {n - 1}], "
+    raise InvalidArgument(f"{name} must be a fraction in (0, 1) or an int count in [1, {n - 1}], "
                      f"leaving at least one of the {n} samples for training; got {size!r}.")
 
 
@@ -210,7 +211,7 @@ def _take(x, y, parts: list[np.ndarray]) -> tuple[Array, ...]:
 def _check_stratify(y) -> None:
     y_np = _checks.concrete(y)
     if y_np is None or y_np.ndim != 1 or not np.issubdtype(y_np.dtype, np.integer):
-        raise ValueError(
+        raise InvalidArgument(
             f"stratify=True needs integer class labels y of shape [n]; got "
             f"{getattr(y_np, 'dtype', type(y).__name__)} {np.shape(y)}. For one-hot rows "
             f"pass y.argmax(axis=1), for [n, 1] binary floats y[:, 0].astype(int).")
@@ -277,7 +278,7 @@ def train_val_test_split(x, y, *, val_size=0.15, test_size=0.15, key, stratify: 
     n_val = _count("val_size", val_size, n)
     n_test = _count("test_size", test_size, n)
     if n_val + n_test >= n:
-        raise ValueError(f"val_size={val_size!r} and test_size={test_size!r} take {n_val} + "
+        raise InvalidArgument(f"val_size={val_size!r} and test_size={test_size!r} take {n_val} + "
                          f"{n_test} of the {n} samples, leaving none to train on; make them "
                          f"smaller.")
     if stratify:
@@ -312,17 +313,17 @@ def one_hot(y, num_classes: int | None = None, *, dtype=jnp.float32) -> Array:
     dtype = _float_dtype(dtype)
     y = _to_device(y)
     if not jnp.issubdtype(y.dtype, jnp.integer):
-        raise TypeError(f"y must hold integer class labels; got dtype {y.dtype}. Convert with "
+        raise InvalidType(f"y must hold integer class labels; got dtype {y.dtype}. Convert with "
                         f"y.astype(jnp.int32) if the values are whole numbers.")
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-D labels [n]; got shape {y.shape}.")
+        raise InvalidArgument(f"y must be 1-D labels [n]; got shape {y.shape}.")
     if num_classes is None:
         y_np = _checks.concrete(y)
         if y_np is None:
-            raise ValueError("num_classes is required when y is traced (inside jit/vmap): "
+            raise InvalidArgument("num_classes is required when y is traced (inside jit/vmap): "
                              "the output shape [n, num_classes] must be known at trace time.")
         if y_np.size == 0:
-            raise ValueError("num_classes cannot be inferred from an empty y; pass it.")
+            raise InvalidArgument("num_classes cannot be inferred from an empty y; pass it.")
         num_classes = int(y_np.max()) + 1
     num_classes = _checks.positive_int("num_classes", num_classes)
     _checks.labels_in_range("y", y, num_classes)
@@ -363,10 +364,10 @@ def standardize_fit(x_train, *, eps: float = 1e-8, dtype=None) -> Standardizer:
     """
     shape = np.shape(x_train)
     if len(shape) == 0 or shape[0] == 0:
-        raise ValueError(f"x_train must be a non-empty array [n, ...]; got shape {shape}.")
+        raise InvalidArgument(f"x_train must be a non-empty array [n, ...]; got shape {shape}.")
     _checks.finite("x_train", x_train)
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps >= 0:
-        raise ValueError(f"eps must be a number >= 0; got {eps!r}.")
+        raise InvalidArgument(f"eps must be a number >= 0; got {eps!r}.")
     x = _to_device(x_train)
     if dtype is None:
         dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
@@ -399,7 +400,7 @@ def standardize_apply(stats: Standardizer, x) -> Array:
     """
     x = _to_device(x)
     if x.shape[1:] != stats.mean.shape or x.ndim == 0:
-        raise ValueError(f"x has shape {x.shape}, but the stats were fitted on features of "
+        raise InvalidArgument(f"x has shape {x.shape}, but the stats were fitted on features of "
                          f"shape {tuple(stats.mean.shape)}; expected [m, "
                          f"{', '.join(map(str, stats.mean.shape))}].")
     _checks.finite("x", x)
@@ -466,13 +467,13 @@ def augment_shifts(x, y, *, image_shape: tuple[int, int] = (8, 8), shifts=SHIFTS
     xn = np.asarray(x)
     h, w = image_shape
     if int(np.prod(xn.shape[1:])) != h * w:
-        raise ValueError(f"x holds {int(np.prod(xn.shape[1:]))} values per sample, but image_shape={image_shape} "
+        raise InvalidArgument(f"x holds {int(np.prod(xn.shape[1:]))} values per sample, but image_shape={image_shape} "
                          f"needs {h * w}.")
     im = xn.reshape(-1, h, w)
     out = [im]
     for dy, dx in shifts:
         if abs(dy) >= h or abs(dx) >= w:
-            raise ValueError(f"shift {(dy, dx)} must be smaller than image_shape={image_shape}.")
+            raise InvalidArgument(f"shift {(dy, dx)} must be smaller than image_shape={image_shape}.")
         s = np.zeros_like(im)
         s[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
             im[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]

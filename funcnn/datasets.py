@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks
+from funcnn.errors import InvalidArgument, InvalidType
 
 Array = jax.Array
 
@@ -44,7 +45,7 @@ def _check_key(name: str, key) -> None:
     typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
     raw = dtype == np.uint32 and shape is not None and len(shape) == 1
     if not (typed and shape == ()) and not raw:
-        raise TypeError(
+        raise InvalidType(
             f"{name} must be a single jax.random key, e.g. jax.random.key(0); got "
             f"{key!r} (type {type(key).__name__}). Integers and NumPy generators are "
             f"not accepted: randomness comes only from explicit keys."
@@ -62,14 +63,14 @@ def _float_dtype(dtype) -> np.dtype:
     except TypeError:
         d = None
     if d is None or not jnp.issubdtype(d, jnp.floating):
-        raise TypeError(f"dtype must be a floating dtype such as jnp.float32; got {dtype!r}.")
+        raise InvalidType(f"dtype must be a floating dtype such as jnp.float32; got {dtype!r}.")
     return jax.dtypes.canonicalize_dtype(d)
 
 
 def _check_noise(noise) -> float:
     ok = isinstance(noise, (int, float, np.floating)) and not isinstance(noise, bool)
     if not ok or not math.isfinite(noise) or noise < 0:
-        raise ValueError(f"noise must be a finite number >= 0; got {noise!r}.")
+        raise InvalidArgument(f"noise must be a finite number >= 0; got {noise!r}.")
     return float(noise)
 
 
@@ -222,7 +223,7 @@ def make_sine(n: int, *, key, noise: float = 0.1,
     except (TypeError, ValueError):
         low = high = float("nan")
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(f"x_range must be a pair (low, high) of finite numbers with low < high; "
+        raise InvalidArgument(f"x_range must be a pair (low, high) of finite numbers with low < high; "
                          f"got {x_range!r}.")
     return _sine(key, n, noise, low, high, dtype)
 

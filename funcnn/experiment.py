@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import activations, data, metrics, optim, train
+from funcnn import _checks, activations, data, metrics, optim, train
 from funcnn.config import Config, build_model, build_optimizer
+from funcnn.errors import InvalidArgument
 
 _GENERATED = {
     "two_lines": data.make_two_lines,
@@ -27,6 +28,9 @@ _GENERATED = {
     "spirals": data.make_spirals,
 }
 _IMAGE_SHAPES = {"digits": (8, 8), "mnist": (28, 28)}
+# The data sets read from the user's files (data.path); the others are generated or bundled.
+# A path stored inside a checkpoint is never read unless the user asks for it.
+FILE_DATASETS = ("mnist", "csv")
 
 
 class Split(NamedTuple):
@@ -166,7 +170,13 @@ def evaluate_split(net, params, x, y) -> dict:
 
     Returns:
       A JSON-able dict of Python floats and lists.
+
+    Raises:
+      ValueError (a funcnn error): integer labels outside ``[0, net.output_size)``
+        (they would give a NaN loss and vanish from the confusion matrix).
     """
+    if jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):
+        _checks.labels_in_range("y", y, net.output_size)
     report = jax.device_get(_evaluator(net)(params, x, y))
     return {k: np.asarray(v).tolist() for k, v in report.items()}
 
@@ -198,7 +208,7 @@ def _evaluator(net):
 
 def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | None = None,
         epochs: int | None = None, callback: Callable[[int, dict, train.TrainState], Any] | None = None,
-        mesh=None) -> RunResult:
+        mesh=None, first_epoch: int = 0, best: train.BestSoFar | None = None) -> RunResult:
     """Trains as ``cfg`` says and evaluates on the test split.
 
     Args:
@@ -207,6 +217,8 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
       state: continue from this state (resume) instead of a fresh one.
       epochs: epochs to run (default ``cfg.training.epochs``; resume passes the rest).
       callback: passed to ``train.fit``; called after every epoch.
+      first_epoch, best: passed to ``train.fit`` (resume: the epochs done and
+        the run's best-so-far, so early stopping and the best epoch carry over).
       mesh: passed to ``train.fit``: data-parallel training over its devices
         (``funcnn.parallel.data_mesh``); every process of a multi-process run
         calls ``run`` with the same config and loads the same split.
@@ -220,7 +232,7 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
     start = time.perf_counter()
     if opt is None:
         if mesh is not None:
-            raise ValueError("optimizer.name='lbfgs' is one full-batch minimisation and does not run "
+            raise InvalidArgument("optimizer.name='lbfgs' is one full-batch minimisation and does not run "
                              "data-parallel; train it without a mesh (no --distributed).")
         state, history = _run_lbfgs(cfg, net, split, callback)
     else:
@@ -230,7 +242,8 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
             net, opt, (split.x_train, targets(net, split.y_train)), epochs=epochs or t.epochs,
             batch_size=t.batch_size or split.x_train.shape[0],
             state=initial_state(cfg, net, opt) if state is None else state, validation=validation, grad=t.grad, drop_last=t.drop_last,
-            early_stopping=t.early_stopping, callback=callback, dtype=dtype_of(cfg), mesh=mesh)
+            early_stopping=t.early_stopping, callback=callback, dtype=dtype_of(cfg), mesh=mesh,
+            first_epoch=first_epoch, best=best)
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - start
     return RunResult(state, history, evaluate_split(net, state.params, split.x_test, split.y_test), seconds)

@@ -66,6 +66,7 @@ from jax.flatten_util import ravel_pytree
 
 from funcnn import _checks, activations, losses
 from funcnn.activations import Activation, OutputActivation
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.layers import Layer
 from funcnn.network import describe
 
@@ -191,7 +192,7 @@ def _dtype_name(dtype, default) -> str:
         dtype = default
     dtype = str(jnp.dtype(dtype)) if dtype in ("float32", "float64", jnp.float32, jnp.float64) else dtype
     if dtype not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}.")
+        raise InvalidArgument(f"dtype must be 'float32' or 'float64'; got {dtype!r}.")
     return dtype
 
 
@@ -532,7 +533,7 @@ def check_layer(layer: Layer, params, x, *, key=None, dtype=None, cotangents: in
         gradients whose structure or shapes differ from params and x.
     """
     if not isinstance(layer, Layer):
-        raise TypeError(f"layer must be a funcnn.layers.Layer; got {type(layer).__name__}.")
+        raise InvalidType(f"layer must be a funcnn.layers.Layer; got {type(layer).__name__}.")
     dtype = _dtype_name(dtype, str(jnp.asarray(x).dtype))
     cotangents = _positive("cotangents", cotangents)
     with jax.enable_x64(True):
@@ -564,7 +565,7 @@ def _check_structure(what, got, want, names):
     if jax.tree.structure(got) != jax.tree.structure(want) or \
             [np.shape(a) for a in jax.tree.leaves(got)] != [np.shape(a) for a in jax.tree.leaves(want)]:
         shapes = lambda t: jax.tree.map(lambda a: tuple(np.shape(a)), t)
-        raise TypeError(f"{what} must return {tuple(names)} shaped like the inputs "
+        raise InvalidType(f"{what} must return {tuple(names)} shaped like the inputs "
                         f"{shapes(want)}; got {shapes(got)}.")
 
 
@@ -597,11 +598,11 @@ def check_activation(act, *, dtype="float64", points=None, batch: int = 3) -> Gr
     if isinstance(act, str):
         act = activations.hidden(act) if act in activations.HIDDEN else activations.output(act)
     if not isinstance(act, (Activation, OutputActivation)):
-        raise TypeError(f"act must be an Activation or OutputActivation; got {type(act).__name__}.")
+        raise InvalidType(f"act must be an Activation or OutputActivation; got {type(act).__name__}.")
     dtype = _dtype_name(dtype, "float64")
     grid = np.asarray(ACTIVATION_GRID if points is None else points, np.float64)
     if grid.ndim != 1 or grid.size == 0:
-        raise ValueError(f"points must be a non-empty 1-D sequence of numbers; got shape {grid.shape}.")
+        raise InvalidArgument(f"points must be a non-empty 1-D sequence of numbers; got shape {grid.shape}.")
     output = isinstance(act, OutputActivation)
     z = np.stack([np.roll(grid, i) / 10 for i in range(_positive("batch", batch))]) if output else grid
     with jax.enable_x64(True):
@@ -709,12 +710,12 @@ def check_vjp(f, *args, cotangents: int = 3, seed: int = 0, dtype=None, smooth: 
     ('cube',)
     """
     if not isinstance(f, jax.custom_vjp) or not callable(getattr(f, "fun", None)):
-        raise TypeError(f"f must be a function decorated with jax.custom_vjp (it has .fun, the primal); "
+        raise InvalidType(f"f must be a function decorated with jax.custom_vjp (it has .fun, the primal); "
                         f"got {type(f).__name__}.")
     name = getattr(f.fun, "__name__", "f")
     floats = [jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) for a in jax.tree.leaves(args)]
     if not any(floats):
-        raise ValueError(f"check_vjp({name}): no floating input to differentiate.")
+        raise InvalidArgument(f"check_vjp({name}): no floating input to differentiate.")
     first = next(a for a, fl in zip(jax.tree.leaves(args), floats) if fl)
     dtype = _dtype_name(dtype, str(jnp.asarray(first).dtype))
     cotangents = _positive("cotangents", cotangents)

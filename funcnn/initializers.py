@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks
+from funcnn.errors import InvalidArgument
 
 NAMES = ("xavier_normal", "xavier_uniform", "he_normal", "lecun_normal", "uniform")
 DEFAULT_EPSILON = 0.12
@@ -44,7 +45,7 @@ def uniform(epsilon: float = DEFAULT_EPSILON) -> Initializer:
     """U(-epsilon, epsilon), the classic symmetric-break init (epsilon > 0)."""
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.integer, np.floating)) \
             or not 0 < epsilon < math.inf:
-        raise ValueError(f"epsilon must be a positive finite number; got {epsilon!r}.")
+        raise InvalidArgument(f"epsilon must be a positive finite number; got {epsilon!r}.")
     return Initializer("uniform", float(epsilon))
 
 

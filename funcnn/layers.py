@@ -51,6 +51,7 @@ import jax.numpy as jnp
 
 from funcnn import _checks, activations, initializers
 from funcnn.activations import Activation
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.initializers import Initializer
 
 Array = jax.Array
@@ -84,12 +85,12 @@ def spec(name: str, **hyperparameters) -> Spec:
       TypeError: a hyperparameter that is not JSON-able (a function, an array).
     """
     if not isinstance(name, str) or not name:
-        raise TypeError(f"a spec's name must be a non-empty string; got {name!r}.")
+        raise InvalidType(f"a spec's name must be a non-empty string; got {name!r}.")
     frozen = Spec(name, tuple(sorted((k, _freeze(k, v)) for k, v in hyperparameters.items())))
     try:
         json.dumps(frozen.to_json(), allow_nan=False)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"spec {name!r}: hyperparameters must be JSON-able (numbers, strings, bools, "
+        raise InvalidType(f"spec {name!r}: hyperparameters must be JSON-able (numbers, strings, bools, "
                         f"None, lists, dicts); {e}.") from None
     return frozen
 
@@ -97,7 +98,7 @@ def spec(name: str, **hyperparameters) -> Spec:
 def spec_from_json(d) -> Spec:
     """Inverts ``Spec.to_json``."""
     if not isinstance(d, dict) or not isinstance(d.get("name"), str):
-        raise ValueError(f"a piece's spec must be a dict with a 'name'; got {d!r}.")
+        raise InvalidArgument(f"a piece's spec must be a dict with a 'name'; got {d!r}.")
     return spec(d["name"], **{k: v for k, v in d.items() if k != "name"})
 
 
@@ -110,7 +111,7 @@ def _freeze(key, v):
         return tuple(_freeze(key, e) for e in v)
     if v is None or isinstance(v, (str, bool, int, float)):
         return v
-    raise TypeError(f"{key}={v!r} ({type(v).__name__}) is not a JSON value")
+    raise InvalidType(f"{key}={v!r} ({type(v).__name__}) is not a JSON value")
 
 
 def _thaw(v):
@@ -355,7 +356,7 @@ def layer_norm(eps: float = 1e-5) -> Layer:
       eps: added to the variance, > 0.
     """
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < math.inf:
-        raise ValueError(f"eps must be a positive finite number; got {eps!r}.")
+        raise InvalidArgument(f"eps must be a positive finite number; got {eps!r}.")
     return _layer_norm(float(eps))
 
 
@@ -390,19 +391,19 @@ def _layer_norm(eps: float) -> Layer:
 def check_layers(layers, where: str = "layers") -> tuple[Layer, ...]:
     """A non-empty sequence of ``Layer`` values, as a tuple; a clear error otherwise."""
     if isinstance(layers, Layer) or not isinstance(layers, (list, tuple)) or not layers:
-        raise TypeError(f"{where} must be a non-empty list of Layer values; got {layers!r}.")
+        raise InvalidType(f"{where} must be a non-empty list of Layer values; got {layers!r}.")
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
-            raise TypeError(f"{where}[{i}] must be a Layer (funcnn.layers.dense(...), or your own "
+            raise InvalidType(f"{where}[{i}] must be a Layer (funcnn.layers.dense(...), or your own "
                             f"Layer(name, init, forward, backward, spec)); got {type(layer).__name__}.")
         for f in ("init", "forward", "backward"):
             if not callable(getattr(layer, f)):
-                raise TypeError(f"{where}[{i}] ({layer.name}): {f} must be a function.")
+                raise InvalidType(f"{where}[{i}] ({layer.name}): {f} must be a function.")
         try:
             hash(layer.spec)
             json.dumps(spec_to_json(layer.spec), allow_nan=False)
         except (TypeError, ValueError) as e:
-            raise TypeError(f"{where}[{i}] ({layer.name}): spec must be hashable and JSON-able, e.g. "
+            raise InvalidType(f"{where}[{i}] ({layer.name}): spec must be hashable and JSON-able, e.g. "
                             f"funcnn.layers.spec({layer.name!r}, k=2); {e}.") from None
     return tuple(layers)
 
@@ -419,7 +420,7 @@ def chain_init(layers, key, in_width: int, dtype, where: str = "layers"):
     for i, (layer, k) in enumerate(zip(layers, keys)):
         out = layer.init(k, width, dtype)
         if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError(f"{where}[{i}] ({layer.name}): init must return (out_width, params); got {out!r}.")
+            raise InvalidType(f"{where}[{i}] ({layer.name}): init must return (out_width, params); got {out!r}.")
         width = _checks.positive_int(f"{where}[{i}] ({layer.name}) out_width", out[0])
         params.append(out[1])
     return width, params
@@ -449,7 +450,7 @@ def _residual(inner: tuple) -> Layer:
     def init(key, in_width, dtype):
         width, params = chain_init(inner, key, in_width, dtype, where="residual")
         if width != in_width:
-            raise ValueError(f"residual: the inner layers map width {in_width} to {width}; a residual "
+            raise InvalidArgument(f"residual: the inner layers map width {in_width} to {width}; a residual "
                              "block x + inner(x) must keep the width.")
         return width, params
 
@@ -522,9 +523,9 @@ def from_spec(s, *, custom=()) -> Layer:
         try:
             return BUILDERS[s.name](s, custom)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"layer spec {s.to_json()} cannot be rebuilt: {e}") from e
+            raise InvalidArgument(f"layer spec {s.to_json()} cannot be rebuilt: {e}") from e
     same_name = [c for c in custom if isinstance(c, Layer) and getattr(c.spec, "name", None) == s.name]
     hint = (f" The custom layer(s) named {s.name!r} given have spec(s) "
             f"{[spec_to_json(c.spec) for c in same_name]}, not this one." if same_name else "")
-    raise ValueError(f"layer {s.to_json()} is not a built-in layer ({', '.join(BUILDERS)}): pass your "
+    raise InvalidArgument(f"layer {s.to_json()} is not a built-in layer ({', '.join(BUILDERS)}): pass your "
                      f"Layer value with custom=[...].{hint}")

@@ -50,6 +50,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from funcnn import _checks
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.schedules import _number
 
 Array = jax.Array
@@ -285,7 +286,7 @@ def lbfgs_minimize(
       TypeError: if ``value_and_grad_fn`` is not callable or ``x0`` is not floating.
     """
     if not callable(value_and_grad_fn):
-        raise TypeError(f"value_and_grad_fn must be callable; got {value_and_grad_fn!r}.")
+        raise InvalidType(f"value_and_grad_fn must be callable; got {value_and_grad_fn!r}.")
     max_iters = _checks.positive_int("max_iters", max_iters)
     history = _checks.positive_int("history", history)
     max_line_search_evals = _checks.positive_int("max_line_search_evals", max_line_search_evals)
@@ -293,7 +294,7 @@ def lbfgs_minimize(
     c1 = _number("c1", c1, low=0.0, strict=True)
     c2 = _number("c2", c2, low=c1, strict=True)
     if c2 >= 1:
-        raise ValueError(f"c2 must be in (c1, 1); got c2={c2!r}.")
+        raise InvalidArgument(f"c2 must be in (c1, 1); got c2={c2!r}.")
 
     x, unravel = ravel_pytree(x0)
     _checks.floating("x0", x)
@@ -304,15 +305,15 @@ def lbfgs_minimize(
         value, grads = value_and_grad_fn(unravel(x))
         value = jnp.asarray(value)
         if value.shape != ():
-            raise ValueError(
+            raise InvalidArgument(
                 f"value_and_grad_fn must return a scalar value; got shape {value.shape}.")
         if jax.tree.structure(grads) != treedef:
-            raise ValueError(
+            raise InvalidArgument(
                 f"value_and_grad_fn's grads must have x0's structure {treedef}; "
                 f"got {jax.tree.structure(grads)}.")
         g, _ = ravel_pytree(grads)
         if g.shape != (n,):
-            raise ValueError(f"grads hold {g.shape[0]} entries; x0 holds {n}.")
+            raise InvalidArgument(f"grads hold {g.shape[0]} entries; x0 holds {n}.")
         return value.astype(dtype), g.astype(dtype)
 
     f, g = fg(x)

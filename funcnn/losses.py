@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from funcnn import _checks, activations
 from funcnn.activations import OutputActivation
+from funcnn.errors import InvalidArgument, InvalidType
 
 Array = jax.Array
 LossFn = Callable[[Array, Array, Array], Array]  # (z, y, t) -> ...
@@ -145,7 +146,7 @@ def resolve(loss, *, custom=()) -> Loss:
         activations.check_piece("loss", loss, LOSSES, ("value", "grad"))
         _checks.choice(f"loss {loss.name!r}: wrt", loss.wrt, WRT)
         if loss.dtargets is not None and not callable(loss.dtargets):
-            raise TypeError(f"loss {loss.name!r}: dtargets must be a function or None; got {loss.dtargets!r}.")
+            raise InvalidType(f"loss {loss.name!r}: dtargets must be a function or None; got {loss.dtargets!r}.")
         return loss
     users = {c.name: c for c in custom if isinstance(c, Loss)}
     if isinstance(loss, str) and loss in users and loss not in LOSSES:
@@ -173,7 +174,7 @@ def get(loss, out: OutputActivation, *, custom=()) -> LossFns:
     lv = resolve(loss, custom=custom)
     if lv.outputs is not None and out.name not in lv.outputs:
         fits = [f"{o!r}" for o in lv.outputs]
-        raise ValueError(
+        raise InvalidArgument(
             f"loss={lv.name!r} does not fit output={out.name!r}: {lv.name} needs output in "
             f"[{', '.join(fits)}]. Allowed (output, loss) pairs: "
             + ", ".join(f"({o}, {name})" for name, os in PAIRS.items() for o in os)

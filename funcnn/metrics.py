@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from funcnn import _checks
 from funcnn.datasets import _float_dtype
+from funcnn.errors import InvalidArgument, InvalidType
 
 Array = jax.Array
 
@@ -45,20 +46,20 @@ def _labels(name: str, y, num_classes: int | None) -> Array:
     y = jnp.asarray(y)
     if y.ndim == 2:
         if y.shape[1] == 1:
-            raise ValueError(
+            raise InvalidArgument(
                 f"{name} has one column (shape {y.shape}); the class cannot be read from a "
                 f"single score. Threshold it first, e.g. ({name}[:, 0] > 0.5).astype(jnp.int32) "
                 f"for probabilities.")
         if num_classes is not None and y.shape[1] != num_classes:
-            raise ValueError(f"{name} has {y.shape[1]} score columns (shape {y.shape}) but "
+            raise InvalidArgument(f"{name} has {y.shape[1]} score columns (shape {y.shape}) but "
                              f"num_classes={num_classes}; they must agree.")
         return jnp.argmax(y, axis=1).astype(jnp.int32)
     if y.ndim != 1:
-        raise ValueError(f"{name} must be integer labels [n] or scores [n, C]; got shape "
+        raise InvalidArgument(f"{name} must be integer labels [n] or scores [n, C]; got shape "
                          f"{y.shape}.")
     # bool is accepted as 0/1, so `accuracy(y, p[:, 0] > 0.5)` works for sigmoid outputs.
     if not (jnp.issubdtype(y.dtype, jnp.integer) or y.dtype == jnp.bool_):
-        raise TypeError(f"{name} as labels [n] must have an integer dtype; got {y.dtype}. "
+        raise InvalidType(f"{name} as labels [n] must have an integer dtype; got {y.dtype}. "
                         f"Pass y.astype(jnp.int32), or scores [n, C] to be argmax-ed.")
     if num_classes is not None:
         _checks.labels_in_range(name, y, num_classes)
@@ -71,10 +72,10 @@ def _pair(y_true, y_pred, num_classes: int | None) -> tuple[Array, Array]:
     t = _labels("y_true", y_true, num_classes)
     p = _labels("y_pred", y_pred, num_classes)
     if t.shape[0] != p.shape[0]:
-        raise ValueError(f"y_true and y_pred must have the same number of samples; got "
+        raise InvalidArgument(f"y_true and y_pred must have the same number of samples; got "
                          f"{t.shape[0]} and {p.shape[0]}.")
     if t.shape[0] == 0:
-        raise ValueError("y_true and y_pred are empty; metrics need at least one sample.")
+        raise InvalidArgument("y_true and y_pred are empty; metrics need at least one sample.")
     return t, p
 
 
@@ -265,10 +266,10 @@ def _regression_pair(y_true, y_pred) -> tuple[Array, Array]:
     # Equal shapes, not broadcastable ones: [n] against [n, 1] would silently
     # become [n, n] and give a plausible but wrong number.
     if t.shape != p.shape:
-        raise ValueError(f"y_true and y_pred must have the same shape; got {t.shape} and "
+        raise InvalidArgument(f"y_true and y_pred must have the same shape; got {t.shape} and "
                          f"{p.shape}. Reshape one, e.g. y_pred[:, 0] or y_true[:, None].")
     if t.ndim not in (1, 2) or t.shape[0] == 0:
-        raise ValueError(f"y_true and y_pred must be non-empty [n] or [n, k]; got shape {t.shape}.")
+        raise InvalidArgument(f"y_true and y_pred must be non-empty [n] or [n, k]; got shape {t.shape}.")
     _checks.finite("y_true", t)
     _checks.finite("y_pred", p)
     dtype = jnp.promote_types(jnp.promote_types(t.dtype, p.dtype), jnp.float32)

@@ -37,6 +37,8 @@ import numpy as np
 
 from funcnn import _checks, activations, initializers, layers, losses, network as _network
 from funcnn.activations import Activation
+from funcnn.datasets import _check_key
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.initializers import Initializer
 from funcnn.layers import BIAS_INITS, PRECISIONS
 from funcnn.network import Cache, Network
@@ -90,7 +92,7 @@ def spec_from_dict(d: dict, *, custom=()) -> MLPSpec:
     d = dict(d)
     unknown = sorted(set(d) - set(MLPSpec._fields))
     if unknown:
-        raise ValueError(f"unknown network spec key(s) {unknown}; allowed are {list(MLPSpec._fields)}.")
+        raise InvalidArgument(f"unknown network spec key(s) {unknown}; allowed are {list(MLPSpec._fields)}.")
     init = d.pop("init", "xavier_normal")
     if isinstance(init, dict):
         init = Initializer(**init)
@@ -152,7 +154,7 @@ def _resolve(sizes, *, hidden="relu", output="softmax", loss="cross_entropy", l2
              bias_init="zeros", dropout=0.0, precision="default", custom=()):
     """(MLPSpec, hidden activations, output activation, loss), every argument checked."""
     if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
-        raise ValueError(f"sizes must list at least two layer widths (input and output); got {sizes!r}.")
+        raise InvalidArgument(f"sizes must list at least two layer widths (input and output); got {sizes!r}.")
     sizes = tuple(_checks.positive_int(f"sizes[{i}]", s) for i, s in enumerate(sizes))
     hidden_layers = len(sizes) - 2
     acts = _per_layer("hidden", hidden, hidden_layers,
@@ -174,7 +176,7 @@ def _per_layer(name: str, value, count: int, check: Callable, key: Callable):
     """(the single value checked or None, the list of ``count`` checked values, one per hidden layer)."""
     if isinstance(value, (list, tuple)) and not isinstance(value, Activation):
         if len(value) != count:
-            raise ValueError(f"{name} lists {len(value)} value(s), but the network has {count} hidden "
+            raise InvalidArgument(f"{name} lists {len(value)} value(s), but the network has {count} hidden "
                              f"layer(s): give one per hidden layer, or a single one for all.")
         return None, [check(v) for v in value]
     single = check(value)
@@ -218,7 +220,8 @@ def _init_fn(spec: MLPSpec):
     def init(key, *, dtype=jnp.float32):
         """Draws parameters: list of {"W": [fan_in, fan_out], "b": [fan_out]}."""
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"dtype must be a floating dtype; got {dtype}.")
+            raise InvalidType(f"dtype must be a floating dtype; got {dtype}.")
+        _check_key("key", key)  # not JAX's internal error on an int, a string, a float array
         same = spec.bias_init == "same"
         counts = [sizes[l] * sizes[l + 1] + (sizes[l + 1] if same else 0) for l in range(L)]
         kind = initializers.scale(spec.init, sizes[0], sizes[1])[0]
@@ -261,7 +264,7 @@ def from_spec(spec, *, custom=()) -> Network:
         crit = losses.resolve(spec.loss, custom=custom)
         losses.get(crit, out)
         return _network.build(stack, spec.input_size, out, crit, _network.check_l2(spec.l2))
-    raise TypeError(f"spec must be an MLPSpec or a NetworkSpec (net.spec); got {type(spec).__name__}.")
+    raise InvalidType(f"spec must be an MLPSpec or a NetworkSpec (net.spec); got {type(spec).__name__}.")
 
 
 def count_params(params) -> int:

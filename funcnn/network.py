@@ -34,6 +34,8 @@ import numpy as np
 
 from funcnn import _checks, activations, layers as _layers, losses
 from funcnn.activations import OutputActivation
+from funcnn.datasets import _check_key
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.layers import DenseCache, Layer
 from funcnn.losses import Loss
 
@@ -61,9 +63,9 @@ def spec_from_dict(d: dict) -> NetworkSpec:
     d = dict(d)
     unknown = sorted(set(d) - set(NetworkSpec._fields))
     if unknown:
-        raise ValueError(f"unknown network spec key(s) {unknown}; allowed are {list(NetworkSpec._fields)}.")
+        raise InvalidArgument(f"unknown network spec key(s) {unknown}; allowed are {list(NetworkSpec._fields)}.")
     if not isinstance(d.get("layers"), list):
-        raise ValueError(f"a network spec's 'layers' must be a list of layer specs; got {d.get('layers')!r}.")
+        raise InvalidArgument(f"a network spec's 'layers' must be a list of layer specs; got {d.get('layers')!r}.")
     return NetworkSpec(_checks.positive_int("input_size", d.get("input_size")),
                        tuple(_layers.spec_from_json(s) for s in d["layers"]),
                        d.get("output", "softmax"), d.get("loss", "cross_entropy"), float(d.get("l2", 0.0)))
@@ -202,7 +204,7 @@ def network(layers, *, input_size: int, output="softmax", loss="cross_entropy", 
 
 def check_l2(l2) -> float:
     if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0 or l2 == math.inf:
-        raise ValueError(f"l2 must be a finite number >= 0; got {l2!r}.")
+        raise InvalidArgument(f"l2 must be a finite number >= 0; got {l2!r}.")
     return float(l2)
 
 
@@ -229,7 +231,8 @@ def build(layers: tuple, input_size: int, out: OutputActivation, crit: Loss, l2:
     def init(key, *, dtype=jnp.float32):
         """Draws parameters: one entry per layer, each from its own split of ``key``."""
         if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(f"dtype must be a floating dtype; got {dtype}.")
+            raise InvalidType(f"dtype must be a floating dtype; got {dtype}.")
+        _check_key("key", key)  # not JAX's internal error on an int, a string, a float array
         return _layers.chain_init(layers, key, input_size, dtype)[1]
 
     def run(params, x, key):
@@ -326,14 +329,14 @@ def _checker(template, layers, input_size: int, m: int, crit: Loss):
             bad = [jax.tree_util.keystr(path) for path, a in jax.tree_util.tree_flatten_with_path(params)[0]
                    if not jnp.issubdtype(getattr(a, "dtype", np.dtype(type(a))), jnp.floating)]
             if bad:
-                raise TypeError(f"params{bad[0]} must be a floating-point array; got dtype "
+                raise InvalidType(f"params{bad[0]} must be a floating-point array; got dtype "
                                 f"{getattr(jax.tree.leaves(params)[0], 'dtype', None)}. Make params with "
                                 "net.init(key, dtype=...).")
             return
         if not isinstance(params, (list, tuple)) or len(params) != len(template):
             got = f"a {type(params).__name__} of length {len(params)}" if isinstance(params, (list, tuple)) \
                 else type(params).__name__
-            raise ValueError(f"params must be a list of {len(template)} layer dicts, one per layer "
+            raise InvalidArgument(f"params must be a list of {len(template)} layer dicts, one per layer "
                              f"({', '.join(layer.name for layer in layers)}); got {got}. "
                              "Make them with net.init(key).")
         for i, (p, w) in enumerate(zip(params, want)):
@@ -342,20 +345,20 @@ def _checker(template, layers, input_size: int, m: int, crit: Loss):
             except Exception:  # noqa: BLE001 - anything that is not a pytree of arrays
                 got = p
             if got != w or jax.tree.structure(p) != jax.tree.structure(w):
-                raise ValueError(f"params[{i}] must be {w} ({layers[i].name}); got {got}.")
+                raise InvalidArgument(f"params[{i}] must be {w} ({layers[i].name}); got {got}.")
 
     def check(params, x, y=None):
         check_params(params)
         _checks.floating("x", x)
         if x.ndim != 2 or x.shape[1] != input_size:
-            raise ValueError(
+            raise InvalidArgument(
                 f"x must have shape (batch, {input_size}); got {tuple(x.shape)}."
                 + (" For one sample use x[None, :]." if x.ndim == 1 and x.shape[0] == input_size else ""))
         if x.shape[0] == 0:
-            raise ValueError(f"x must hold at least one row (sample); got shape {tuple(x.shape)}.")
+            raise InvalidArgument(f"x must hold at least one row (sample); got shape {tuple(x.shape)}.")
         dtype = jax.tree.leaves(params)[0].dtype if jax.tree.leaves(params) else x.dtype
         if x.dtype != dtype:
-            raise TypeError(f"x has dtype {x.dtype} but the parameters are {dtype}: cast x with "
+            raise InvalidType(f"x has dtype {x.dtype} but the parameters are {dtype}: cast x with "
                             f"x.astype(jnp.{dtype}) (funcnn never promotes silently).")
         _checks.finite("x", x)
         if y is not None:
@@ -370,22 +373,22 @@ def check_targets(y, n: int, m: int, crit: Loss, dtype=None) -> None:
     ydtype = getattr(y, "dtype", None)
     if ydtype is not None and jnp.issubdtype(ydtype, jnp.integer) and not jnp.issubdtype(ydtype, jnp.bool_):
         if not crit.labels:
-            raise TypeError(f"y holds integer labels, but loss={crit.name!r} needs float targets of shape "
+            raise InvalidType(f"y holds integer labels, but loss={crit.name!r} needs float targets of shape "
                             f"({n}, {m}); use funcnn.data.one_hot(y, {m}) or loss='cross_entropy'.")
         if shape != (n,):
-            raise ValueError(f"y (integer labels) must have shape ({n},); got {shape}.")
+            raise InvalidArgument(f"y (integer labels) must have shape ({n},); got {shape}.")
         _checks.labels_in_range("y", y, m)
         return
     if ydtype is None or not jnp.issubdtype(ydtype, jnp.floating):
-        raise TypeError(f"y must be a float array of shape ({n}, {m})"
+        raise InvalidType(f"y must be a float array of shape ({n}, {m})"
                         + (" or integer labels of shape (n,)" if crit.labels else "")
                         + f"; got dtype {ydtype}.")
     if shape != (n, m):
-        raise ValueError(f"y must have shape ({n}, {m}) like the network's output"
+        raise InvalidArgument(f"y must have shape ({n}, {m}) like the network's output"
                          + (f" (or integer labels of shape ({n},))" if crit.labels else "")
                          + f"; got {shape}.")
     if dtype is not None and ydtype != dtype:
-        raise TypeError(f"y has dtype {ydtype} but the parameters are {dtype}: cast y with "
+        raise InvalidType(f"y has dtype {ydtype} but the parameters are {dtype}: cast y with "
                         f"y.astype(jnp.{dtype}) (funcnn never promotes silently).")
     _checks.finite("y", y)
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from funcnn import _checks, schedules as _schedules
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.lbfgs import LBFGSResult, lbfgs_minimize
 from funcnn.schedules import (
     Schedule,
@@ -157,7 +158,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """
     for i, t in enumerate(transforms):
         if not isinstance(t, GradientTransformation):
-            raise TypeError(
+            raise InvalidType(
                 f"chain argument {i} must be a GradientTransformation; got {type(t).__name__}."
             )
 
@@ -186,13 +187,13 @@ def _check_chain_state(state, transforms, updates) -> None:
     if not isinstance(state, tuple) or len(state) != len(transforms):
         got = f"a {type(state).__name__} of {len(state)} state(s)" if isinstance(state, tuple) \
             else type(state).__name__
-        raise ValueError(f"this optimizer chains {len(transforms)} transformations, so its state must be a "
+        raise InvalidArgument(f"this optimizer chains {len(transforms)} transformations, so its state must be a "
                          f"tuple of {len(transforms)} states; got {got}. The state was made by a different "
                          "optimizer: make it with this optimizer's init(params).")
     for i, (t, s) in enumerate(zip(transforms, state)):
         want = jax.tree.structure(jax.eval_shape(t.init, updates))
         if jax.tree.structure(s) != want:
-            raise ValueError(f"state {i} of this chain has structure {jax.tree.structure(s)}, but transformation "
+            raise InvalidArgument(f"state {i} of this chain has structure {jax.tree.structure(s)}, but transformation "
                              f"{i} keeps {want}: the state was made by a different optimizer. Make it with "
                              "this optimizer's init(params).")
 
@@ -237,7 +238,7 @@ def scale_by_schedule(schedule: Schedule) -> GradientTransformation:
       TypeError: if ``schedule`` is not callable.
     """
     if not callable(schedule):
-        raise TypeError(f"schedule must be callable step -> value; got {schedule!r}.")
+        raise InvalidType(f"schedule must be callable step -> value; got {schedule!r}.")
 
     def init(params):
         del params
@@ -477,7 +478,7 @@ def add_decayed_weights(weight_decay: float = 1e-4) -> GradientTransformation:
 
     def update(updates, state, params=None):
         if params is None:
-            raise ValueError("add_decayed_weights needs params: call update(grads, state, params).")
+            raise InvalidArgument("add_decayed_weights needs params: call update(grads, state, params).")
         updates = jax.tree.map(
             lambda g, p: g + (weight_decay * p).astype(g.dtype), updates, params)
         return updates, state

@@ -38,6 +38,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from funcnn.errors import InvalidArgument
+
 DATA_AXIS = "data"
 
 __all__ = ["DATA_AXIS", "batch_sharding", "check_batch_size", "data_mesh", "initialize_distributed",
@@ -89,7 +91,7 @@ def _env_int(name: str) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} must be an integer.") from None
+        raise InvalidArgument(f"environment variable {name}={raw!r} must be an integer.") from None
 
 
 def is_main_process() -> bool:
@@ -111,13 +113,13 @@ def data_mesh(devices=None) -> Mesh:
     """
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
-        raise ValueError("data_mesh needs at least one device; got an empty list.")
+        raise InvalidArgument("data_mesh needs at least one device; got an empty list.")
     return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,), devices=devices)
 
 
 def _check_mesh(mesh) -> None:
     if not isinstance(mesh, Mesh) or DATA_AXIS not in mesh.axis_names:
-        raise ValueError(f"mesh must be a jax.sharding.Mesh with an axis named {DATA_AXIS!r} "
+        raise InvalidArgument(f"mesh must be a jax.sharding.Mesh with an axis named {DATA_AXIS!r} "
                          f"(see funcnn.parallel.data_mesh); got {mesh!r}.")
 
 
@@ -148,7 +150,7 @@ def check_batch_size(mesh: Mesh, batch_size: int, *, name: str = "batch_size") -
     d = num_data_devices(mesh)
     if batch_size % d:
         near = sorted({max(d, batch_size // d * d), (batch_size // d + 1) * d})
-        raise ValueError(
+        raise InvalidArgument(
             f"{name}={batch_size} is not divisible by the {d} devices of the mesh: data parallelism "
             f"gives each device {name}/{d} samples per step. Use a multiple of {d}, e.g. "
             f"{' or '.join(map(str, near))} (or a mesh over fewer devices).")
@@ -167,7 +169,7 @@ def shard_batch(mesh: Mesh, x) -> jax.Array:
     n = np.shape(x)[0] if np.ndim(x) else None
     d = num_data_devices(mesh)
     if n is None or n % d:
-        raise ValueError(f"shard_batch needs an array [n, ...] with n divisible by the {d} devices "
+        raise InvalidArgument(f"shard_batch needs an array [n, ...] with n divisible by the {d} devices "
                          f"of the mesh; got shape {np.shape(x)}.")
     return jax.device_put(x, batch_sharding(mesh))
 
@@ -181,13 +183,13 @@ def process_rows(mesh: Mesh, n: int) -> slice:
     """
     d = num_data_devices(mesh)
     if n % d:
-        raise ValueError(f"{n} rows do not split evenly over the {d} devices of the mesh; drop "
+        raise InvalidArgument(f"{n} rows do not split evenly over the {d} devices of the mesh; drop "
                          f"{n % d} rows or load the whole array in every process instead.")
     index = batch_sharding(mesh).addressable_devices_indices_map((n,)).values()
     starts = sorted(i[0].indices(n)[:2] for i in index)
     for (_, stop), (start, _) in zip(starts, starts[1:]):
         if stop != start:
-            raise ValueError("this process's devices are not contiguous on the mesh; build it with "
+            raise InvalidArgument("this process's devices are not contiguous on the mesh; build it with "
                              "data_mesh() (devices ordered by process).")
     return slice(starts[0][0], starts[-1][1])
 
@@ -206,7 +208,7 @@ def shard_rows(mesh: Mesh, local, n: int) -> jax.Array:
     """
     rows = process_rows(mesh, n)
     if np.shape(local)[0] != rows.stop - rows.start:
-        raise ValueError(f"process {jax.process_index()} must pass rows {rows.start}:{rows.stop} "
+        raise InvalidArgument(f"process {jax.process_index()} must pass rows {rows.start}:{rows.stop} "
                          f"({rows.stop - rows.start} rows) of the {n}; got {np.shape(local)[0]}.")
     return jax.make_array_from_process_local_data(batch_sharding(mesh), np.asarray(local),
                                                   (n,) + tuple(np.shape(local)[1:]))

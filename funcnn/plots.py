@@ -17,13 +17,13 @@ releases its figure, and returns the ``Path`` written.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from funcnn import _files
+from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.network import describe
 
 __all__ = ["plot_history", "plot_gradient_errors", "plot_decision_boundary", "plot_curves"]
@@ -55,16 +55,9 @@ def _save(fig, path) -> Path:
     """Writes ``fig`` to ``path`` atomically and returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png", dpi=110, bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); a plot is an ordinary output
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    try:  # atomic, with the mode every other output gets (0666 less the umask)
+        _files.atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=110, bbox_inches="tight"))
     finally:
         fig.clear()  # drop the artists now rather than at garbage collection
     return path
@@ -80,7 +73,7 @@ def _history_lists(history) -> dict:
     if isinstance(history, Sequence) and all(isinstance(r, Mapping) for r in history):
         # Per-epoch records, e.g. the lines of a metrics.jsonl file.
         return {k: [r[k] for r in history if k in r] for k in keys}
-    raise TypeError("history must be a funcnn.train.History, a dict with train_loss/val_loss/val_accuracy "
+    raise InvalidType("history must be a funcnn.train.History, a dict with train_loss/val_loss/val_accuracy "
                     f"lists, or a list of per-epoch dicts; got {type(history).__name__}.")
 
 
@@ -105,7 +98,7 @@ def plot_history(history, path, *, title: str | None = None) -> Path:
     """
     h = _history_lists(history)
     if not h["train_loss"]:
-        raise ValueError("history has no train_loss values to plot.")
+        raise InvalidArgument("history has no train_loss values to plot.")
     panels = 2 if h["val_accuracy"] else 1
     fig, axes = _figure(1, panels, figsize=(5.5 * panels, 4))
     ax = axes[0, 0]
@@ -217,15 +210,15 @@ def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) ->
     """
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != 2 or x.shape[0] == 0:
-        raise ValueError(f"plot_decision_boundary needs 2-D inputs x of shape [n, 2]; got {x.shape}. "
+        raise InvalidArgument(f"plot_decision_boundary needs 2-D inputs x of shape [n, 2]; got {x.shape}. "
                          "Project higher-dimensional data to two features first.")
     if net.input_size != 2:
-        raise ValueError(f"plot_decision_boundary needs a network with 2 inputs; got input_size {net.input_size}.")
+        raise InvalidArgument(f"plot_decision_boundary needs a network with 2 inputs; got input_size {net.input_size}.")
     labels = _labels_for_colour(y)
     if labels.shape[0] != x.shape[0]:
-        raise ValueError(f"y must have one label per sample ({x.shape[0]}); got shape {np.shape(y)}.")
+        raise InvalidArgument(f"y must have one label per sample ({x.shape[0]}); got shape {np.shape(y)}.")
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
-        raise ValueError(f"resolution must be an int >= 2; got {resolution!r}.")
+        raise InvalidArgument(f"resolution must be an int >= 2; got {resolution!r}.")
     import jax
     import jax.numpy as jnp
 
@@ -283,7 +276,7 @@ def plot_curves(xs, series: dict, path, *, xlabel: str, ylabel: str, logy: bool 
     xs = list(xs)
     for label, ys in series.items():
         if len(ys) != len(xs):
-            raise ValueError(f"series {label!r} has {len(ys)} values but xs has {len(xs)}.")
+            raise InvalidArgument(f"series {label!r} has {len(ys)} values but xs has {len(xs)}.")
     categorical = any(isinstance(v, str) for v in xs)
     positions = np.arange(len(xs), dtype=float) if categorical else np.asarray(xs, dtype=float)
     fig, axes = _figure(figsize=(max(6.0, 0.5 * len(xs)) if categorical else 6.0, 4))

@@ -10,6 +10,7 @@ import difflib
 import gzip
 import math
 import os
+import re
 import zlib
 
 import jax
@@ -17,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn.datasets import _float_dtype
+from funcnn.errors import InvalidArgument, InvalidType
 
 Array = jax.Array
 
-__all__ = ["load_idx", "load_mnist", "load_csv", "MNIST_FILES"]
+__all__ = ["load_idx", "load_mnist", "load_csv", "load_csv_features", "MNIST_FILES"]
 
 # IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/).
 _IDX_DTYPES = {
@@ -53,7 +55,7 @@ def _read_bytes(path) -> bytes:
     try:
         return gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:
-        raise ValueError(f"{os.fspath(path)!r} starts like a gzip file but cannot be "
+        raise InvalidArgument(f"{os.fspath(path)!r} starts like a gzip file but cannot be "
                          f"decompressed ({e}); the file is probably truncated or corrupt.") from e
 
 
@@ -83,25 +85,25 @@ def load_idx(path) -> np.ndarray:
     name = os.fspath(path)
     data = _read_bytes(path)
     if len(data) < 4:
-        raise ValueError(f"{name!r} is too short to be an IDX file: {len(data)} bytes, "
+        raise InvalidArgument(f"{name!r} is too short to be an IDX file: {len(data)} bytes, "
                          f"the header alone needs at least 4.")
     zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
     if zero0 != 0 or zero1 != 0:
-        raise ValueError(f"{name!r} is not an IDX file: its magic number starts with bytes "
+        raise InvalidArgument(f"{name!r} is not an IDX file: its magic number starts with bytes "
                          f"{zero0:#04x} {zero1:#04x}, expected 0x00 0x00.")
     if code not in _IDX_DTYPES:
         allowed = ", ".join(f"{c:#04x} ({d.str[1:]})" for c, d in _IDX_DTYPES.items())
-        raise ValueError(f"{name!r} has IDX type byte {code:#04x}; allowed are {allowed}.")
+        raise InvalidArgument(f"{name!r} has IDX type byte {code:#04x}; allowed are {allowed}.")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise ValueError(f"{name!r} is truncated: its header declares {ndim} dimensions, "
+        raise InvalidArgument(f"{name!r} is truncated: its header declares {ndim} dimensions, "
                          f"needing {header} header bytes, but the file has {len(data)} bytes.")
     shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = _IDX_DTYPES[code]
     expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
-        raise ValueError(
+        raise InvalidArgument(
             f"{name!r} is {what}: header says shape {shape} of {dtype.str[1:]}, so "
             f"{expected} bytes expected (after decompression), but it has {len(data)}.")
     values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
@@ -150,10 +152,10 @@ def load_mnist(directory, *, dtype=jnp.float32, flatten: bool = True
     for images_path, labels_path in ((found[0], found[1]), (found[2], found[3])):
         images, labels = load_idx(images_path), load_idx(labels_path)
         if images.dtype != np.uint8 or images.ndim != 3:
-            raise ValueError(f"{images_path!r} must hold uint8 images [n, rows, cols]; "
+            raise InvalidArgument(f"{images_path!r} must hold uint8 images [n, rows, cols]; "
                              f"got {images.dtype} {images.shape}.")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(f"{labels_path!r} must hold one label per image "
+            raise InvalidArgument(f"{labels_path!r} must hold one label per image "
                              f"[{images.shape[0]}]; got shape {labels.shape}.")
         if flatten:
             images = images.reshape(images.shape[0], -1)
@@ -162,11 +164,112 @@ def load_mnist(directory, *, dtype=jnp.float32, flatten: bool = True
     return tuple(out)
 
 
+def _read_table(path, delimiter: str) -> tuple[str, list[str], list[tuple[int, list[str]]]]:
+    """``(name, column names, [(line number, cells), ...])`` of a CSV with a header row.
+
+    Every funcnn CSV reader decides the header the same way: the first
+    non-blank row names the columns, and a first row of numbers only is
+    refused (it is data, and taking it as a header would drop it silently).
+    """
+    name = os.fspath(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = [(line, r) for line, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
+                    if any(cell.strip() for cell in r)]
+    except UnicodeDecodeError as e:
+        raise InvalidArgument(f"{name!r} is not UTF-8 text (undecodable byte at offset {e.start}); "
+                              "save it as a UTF-8 CSV.") from None
+    except csv.Error as e:
+        raise InvalidArgument(f"{name!r} is not a readable CSV file ({e}).") from None
+    if not rows:
+        raise InvalidArgument(f"{name!r} is empty; a header row naming the columns is required.")
+    header_line, header = rows[0]
+    columns = [c.strip() for c in header]
+    if all(_is_number(c) for c in columns):
+        raise InvalidArgument(f"{name!r}: its first row (line {header_line}) is all numbers, so it has no "
+                              "header; add a first row naming the columns (e.g. x0,x1,...). A numeric first "
+                              "row is never taken as a header, which would drop it.")
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise InvalidArgument(f"{name!r}: duplicate column name(s) {duplicates} in the header "
+                         f"(line {header_line}).")
+    if len(rows) < 2:
+        raise InvalidArgument(f"{name!r} has a header but no data rows.")
+    return name, columns, rows[1:]
+
+
+_NAME = re.compile(r"[A-Za-z0-9_. +\-]{1,32}")
+
+
+def _shown(cells: list[str]) -> str:
+    """Cells as an error may quote them: short plain names only, never a file's other contents.
+
+    A file that is not a CSV at all (e.g. a password file) must not have its
+    first line printed in an error.
+    """
+    return "[" + ", ".join(repr(c) if _NAME.fullmatch(c.strip()) else "<not shown>" for c in cells) + "]"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_cells(name: str, columns: list[str], rows, hints=None) -> tuple[np.ndarray, list[bool]]:
+    """``([n, columns] float64 values, whether each column is all integer literals)``.
+
+    ``hints``: column index -> a sentence added to the error for a non-number in that column.
+    """
+    values = np.empty((len(rows), len(columns)), np.float64)
+    is_int = [True] * len(columns)
+    for i, (line, row) in enumerate(rows):
+        if len(row) != len(columns):
+            raise InvalidArgument(f"{name!r}, line {line}: {len(row)} cells, but the header has "
+                             f"{len(columns)} columns.")
+        for j, cell in enumerate(row):
+            text = cell.strip()
+            try:
+                v = float(text)
+            except ValueError:
+                v = float("nan")
+            if not math.isfinite(v):
+                raise InvalidArgument(f"{name!r}, line {line}, column {_shown([columns[j]])[1:-1]}: "
+                                      f"{_shown([cell])[1:-1]} is not a finite number; every cell must be numeric."
+                                      + (hints or {}).get(j, ""))
+            values[i, j] = v
+            if is_int[j]:
+                try:
+                    int(text)
+                except ValueError:
+                    is_int[j] = False
+    return values, is_int
+
+
+def load_csv_features(path, *, dtype=jnp.float32, delimiter: str = ",") -> Array:
+    """Reads a numeric CSV file with a header row into ``[n, d]`` features (every column).
+
+    The header is decided as in ``load_csv``: required, and a first row of
+    numbers only is refused rather than dropped.
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      ValueError: as ``load_csv`` (no header, bad cells, not UTF-8).
+    """
+    dtype = _float_dtype(dtype)
+    name, columns, rows = _read_table(path, delimiter)
+    values, _ = _parse_cells(name, columns, rows)
+    return jax.device_put(values.astype(dtype))
+
+
 def load_csv(path, *, target, dtype=jnp.float32, delimiter: str = ",", return_classes: bool = False):
     """Reads a CSV file with a header row into features and a target.
 
     Every column other than the target(s) becomes a feature, in file order.
-    Blank lines are skipped; a UTF-8 byte-order mark is ignored.
+    Blank lines are skipped; a UTF-8 byte-order mark is ignored. The header
+    is required, and a first row of numbers only is refused, never dropped.
 
     One target column: it is int32 when every one of its cells is an integer
     literal (``0``, ``2``, ``-1``; not ``1.0``), so class labels come out ready
@@ -191,67 +294,37 @@ def load_csv(path, *, target, dtype=jnp.float32, delimiter: str = ",", return_cl
 
     Raises:
       FileNotFoundError: no file at ``path``.
-      ValueError: empty file, duplicate column names, unknown ``target`` (the
-        message lists the columns), no feature columns, no data rows, a row
-        with the wrong number of cells, or a cell that is not a finite number
-        (the message names the line and column; a non-numeric label without
-        ``return_classes`` too).
-      TypeError: ``dtype`` not floating.
+      ValueError: empty file, no header, duplicate column names, unknown
+        ``target`` (the message lists the columns), no feature columns, no
+        data rows, a row with the wrong number of cells, or a cell that is not
+        a finite number (the message names the line and column; a non-numeric
+        label without ``return_classes`` too), a file that is not UTF-8.
+      TypeError: ``dtype`` not floating, ``target`` not a name or list of names.
     """
     dtype = _float_dtype(dtype)
-    name = os.fspath(path)
-    targets = [target] if isinstance(target, str) else list(target)
+    targets = [target] if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else []
     if not targets or not all(isinstance(t, str) for t in targets):
-        raise TypeError(f"target must be a column name or a non-empty list of names; got {target!r}.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [(line, r) for line, r in enumerate(csv.reader(f, delimiter=delimiter), start=1)
-                if any(cell.strip() for cell in r)]
-    if not rows:
-        raise ValueError(f"{name!r} is empty; a header row naming the columns is required.")
-    header_line, header = rows[0]
-    columns = [c.strip() for c in header]
-    duplicates = sorted({c for c in columns if columns.count(c) > 1})
-    if duplicates:
-        raise ValueError(f"{name!r}: duplicate column name(s) {duplicates} in the header "
-                         f"(line {header_line}).")
+        raise InvalidType(f"target must be a column name or a non-empty list of names; got {target!r}.")
+    name, columns, rows = _read_table(path, delimiter)
     for t in targets:
         if t not in columns:
             close = difflib.get_close_matches(str(t), columns, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"target={t!r} is not a column of {name!r}; its columns are "
-                             f"{columns}.{hint}")
+            raise InvalidArgument(f"target={t!r} is not a column of {name!r}; its columns are "
+                                  f"{_shown(columns)}.{hint}")
     if len(columns) <= len(targets):
-        raise ValueError(f"{name!r} has only the target column(s) {targets}; at least one "
-                         f"feature column is needed.")
-    if len(rows) < 2:
-        raise ValueError(f"{name!r} has a header but no data rows.")
+        raise InvalidArgument(f"{name!r} has only the target column(s) {targets}; at least one "
+                              "feature column is needed.")
     tcols = [columns.index(t) for t in targets]
     labels = return_classes and len(tcols) == 1 and not all(
-        _is_finite_number(row[tcols[0]]) for _, row in rows[1:] if len(row) == len(columns))
-    values = np.empty((len(rows) - 1, len(columns)), np.float64)
-    texts = []
-    target_is_int = True
-    for i, (line, row) in enumerate(rows[1:]):
-        if len(row) != len(columns):
-            raise ValueError(f"{name!r}, line {line}: {len(row)} cells, but the header has "
-                             f"{len(columns)} columns.")
-        for j, cell in enumerate(row):
-            text = cell.strip()
-            if labels and j == tcols[0]:
-                texts.append(text)
-                values[i, j] = 0.0
-                continue
-            if not _is_finite_number(text):
-                hint = (" A column of class names needs return_classes=True (the CLI does that)."
-                        if j in tcols and not return_classes and len(tcols) == 1 else "")
-                raise ValueError(f"{name!r}, line {line}, column {columns[j]!r}: {cell!r} is "
-                                 f"not a finite number; every cell must be numeric.{hint}")
-            values[i, j] = float(text)
-            if j in tcols and target_is_int:
-                try:
-                    int(text)
-                except ValueError:
-                    target_is_int = False
+        _is_number(row[tcols[0]]) for _, row in rows if len(row) == len(columns))
+    texts = None
+    if labels:  # parse the label column as text, the rest as numbers
+        texts = [row[tcols[0]].strip() if len(row) == len(columns) else "" for _, row in rows]
+        rows = [(line, ["0" if j == tcols[0] else c for j, c in enumerate(row)]) for line, row in rows]
+    hints = {} if return_classes or len(tcols) > 1 else {
+        tcols[0]: " A column of class names needs return_classes=True (the CLI does that)."}
+    values, is_int = _parse_cells(name, columns, rows, hints)
     x = np.delete(values, tcols, axis=1).astype(dtype)
     classes = None
     if labels:
@@ -260,13 +333,6 @@ def load_csv(path, *, target, dtype=jnp.float32, delimiter: str = ",", return_cl
     elif len(tcols) > 1:
         y = values[:, tcols].astype(dtype)
     else:
-        y = values[:, tcols[0]].astype(np.int32 if target_is_int else dtype)
+        y = values[:, tcols[0]].astype(np.int32 if is_int[tcols[0]] else dtype)
     out = (jax.device_put(x), jax.device_put(y))
     return (*out, classes) if return_classes else out
-
-
-def _is_finite_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text.strip()))
-    except ValueError:
-        return False

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks
+from funcnn.errors import InvalidArgument
 
 Array = jax.Array
 Schedule = Callable[[Array], Array]  # step [...] int -> lr [...] float
@@ -36,13 +37,13 @@ def _number(name: str, value, *, low: float | None = None, strict: bool = False)
         ok = value > low if strict else value >= low
     if not ok:
         bound = "" if low is None else f" {'>' if strict else '>='} {low}"
-        raise ValueError(f"{name} must be a finite number{bound}; got {value!r}.")
+        raise InvalidArgument(f"{name} must be a finite number{bound}; got {value!r}.")
     return float(value)
 
 
 def _nonnegative_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer; got {value!r}.")
+        raise InvalidArgument(f"{name} must be a non-negative integer; got {value!r}.")
     return int(value)
 
 
@@ -264,7 +265,7 @@ def warmup_cosine_decay_schedule(
     warmup_steps = _nonnegative_int("warmup_steps", warmup_steps)
     decay_steps = _checks.positive_int("decay_steps", decay_steps)
     if decay_steps <= warmup_steps:
-        raise ValueError(
+        raise InvalidArgument(
             f"decay_steps must exceed warmup_steps (decay_steps includes the warmup); "
             f"got decay_steps={decay_steps}, warmup_steps={warmup_steps}."
         )

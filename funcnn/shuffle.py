@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcnn.errors import InvalidArgument
+
 ROUNDS = 8  # 4 leave visible bias in small-n chi-squared tests; 8 pass them (tests/test_shuffle.py)
 MAX_N = 2**30  # the Feistel domain (< 4 n indices) must fit uint32; larger n sorts instead
 
@@ -55,7 +57,7 @@ def permutation(key, n: int) -> jax.Array:
     """
     n = int(n)
     if n < 0:
-        raise ValueError(f"n must be >= 0; got {n}.")
+        raise InvalidArgument(f"n must be >= 0; got {n}.")
     if n > MAX_N:
         return jax.random.permutation(key, n).astype(jnp.int32)
     bits = max(2, int(np.ceil(np.log2(max(n, 2)))))

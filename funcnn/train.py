@@ -46,6 +46,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from funcnn import _checks, activations, data as _data, parallel, shuffle
+from funcnn.datasets import _check_key
+from funcnn.errors import FuncnnError, InvalidArgument, InvalidType
 from funcnn.optim import GradientTransformation, apply_updates
 
 Array = jax.Array
@@ -69,9 +71,33 @@ class History(NamedTuple):
     val_accuracy: list  # validation accuracy after each epoch (classification only)
     best_epoch: int | None  # epoch (0-based) with the lowest validation loss
     stopped_early: bool  # early stopping ended the run
+    best: BestSoFar | None = None  # the best-so-far at the end (None without validation): resume passes it back
 
 
-class DivergenceError(RuntimeError):
+class BestSoFar(NamedTuple):
+    """The lowest validation loss so far and what early stopping counts from it.
+
+    Part of a run's state: a resumed run must continue with the best-so-far of
+    the run it continues, or its first epoch would always be the "best".
+    """
+
+    loss: float  # lowest validation loss so far (inf before the first validation)
+    epoch: int | None  # its epoch (0-based, counted from the run's start); None before the first
+    params: Any  # its parameters; None before the first
+    since: int  # epochs since it without improvement (early stopping stops when this reaches patience)
+
+
+NO_BEST = BestSoFar(math.inf, None, None, 0)
+
+
+def track_best(best: BestSoFar, epoch: int, val_loss: float, params) -> BestSoFar:
+    """The one improvement rule: a strictly lower validation loss is the new best."""
+    if val_loss < best.loss:
+        return BestSoFar(val_loss, epoch, params, 0)
+    return best._replace(since=best.since + 1)
+
+
+class DivergenceError(FuncnnError, RuntimeError):
     """The loss became NaN or inf. ``state`` is the last state whose loss was finite."""
 
     def __init__(self, epoch: int, step: int, state: TrainState, history: History):
@@ -91,6 +117,7 @@ def init_state(net, opt: GradientTransformation, *, key, dtype=jnp.float32) -> T
       key: a ``jax.random`` key; split once into the init key and the run's rng.
       dtype: parameter dtype.
     """
+    _check_key("key", key)
     return _init_fn(net, opt, jnp.dtype(dtype))(key)
 
 
@@ -302,7 +329,12 @@ def evaluate(net, params, x, y) -> dict:
 
     Returns:
       ``{"loss": float, "accuracy": float}`` (no accuracy for regression outputs).
+
+    Raises:
+      ValueError (a funcnn error): integer labels outside ``[0, net.output_size)``.
     """
+    if jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer):  # out of range: a NaN loss, not an error, if compiled
+        _checks.labels_in_range("y", y, net.output_size)
     loss, acc = jax.device_get(_eval_fn(net)(params, x, y))
     out = {"loss": float(loss)}
     if net.output.decide is not None:
@@ -324,9 +356,13 @@ def _check_shapes(net, dtype, x, y):
 
 def _prepare(net, data, dtype, name):
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(f"{name} must be an (x, y) pair; got {type(data).__name__}.")
+        raise InvalidArgument(f"{name} must be an (x, y) pair; got {type(data).__name__}.")
     x, y = data
     _data.check_xy(x, y, name_x=f"{name} x", name_y=f"{name} y")
+    for what, a in ((f"{name} x", x), (f"{name} y", y)):
+        kind = np.dtype(getattr(a, "dtype", None) or np.asarray(a).dtype).kind
+        if kind not in "biuf":
+            raise InvalidType(f"{what} must hold numbers; got dtype {np.asarray(a).dtype}.")
     x = jnp.asarray(x)
     _checks.floating(f"{name} x", x)
     y = jnp.asarray(y)
@@ -343,7 +379,8 @@ def _prepare(net, data, dtype, name):
 def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int, key=None,
         validation=None, grad: str = "manual", drop_last: bool = False,
         early_stopping: int | None = None, state: TrainState | None = None,
-        callback: Callable[[int, dict, TrainState], None] | None = None, dtype=jnp.float32, mesh=None):
+        callback: Callable[[int, dict, TrainState], None] | None = None, dtype=jnp.float32, mesh=None,
+        first_epoch: int = 0, best: BestSoFar | None = None):
     """Trains ``net`` with ``opt`` on ``data = (x, y)``; each epoch is one compiled call.
 
     Args:
@@ -373,6 +410,14 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         replicated on the mesh. Gives the single-device result for the same
         ``batch_size`` up to float rounding. In multi-process runs every
         process calls ``fit`` with the same arguments.
+      first_epoch: the number of the first epoch of this call (resume: the
+        epochs already done); callback epochs, ``History.best_epoch`` and
+        ``best.epoch`` count from it.
+      best: the ``BestSoFar`` of the run this call continues (resume: the
+        previous call's ``history.best``), so the best parameters and the
+        early-stopping patience carry over exactly; default: none yet.
+        ``fit(..., epochs=a)`` then ``fit(..., epochs=b, state=s, best=h.best,
+        first_epoch=a)`` gives exactly ``fit(..., epochs=a + b)``.
 
     Returns:
       ``(state, history)``: the final ``TrainState`` (``state.params`` works with
@@ -387,6 +432,11 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
     """
     epochs = _checks.positive_int("epochs", epochs)
     _checks.choice("grad", grad, GRADS)
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, (int, np.integer)) or first_epoch < 0:
+        raise InvalidArgument(f"first_epoch must be an integer >= 0; got {first_epoch!r}.")
+    if best is not None and not isinstance(best, BestSoFar):
+        raise InvalidType(f"best must be a train.BestSoFar (a previous history.best) or None; "
+                          f"got {type(best).__name__}.")
     if mesh is not None:
         parallel.check_batch_size(mesh, _checks.positive_int("batch_size", batch_size))
         # Rows split across processes are gathered first: _prepare checks values on the host.
@@ -402,11 +452,14 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
     if early_stopping is not None:
         _checks.positive_int("early_stopping", early_stopping)
         if validation is None:
-            raise ValueError("early_stopping needs validation=(x_val, y_val) to watch.")
+            raise InvalidArgument("early_stopping needs validation=(x_val, y_val) to watch.")
     if state is None:
         if key is None:
-            raise ValueError("key is required (a jax.random key) unless a state is given to resume.")
+            raise InvalidArgument("key is required (a jax.random key) unless a state is given to resume.")
         state = init_state(net, opt, key=key, dtype=dtype)
+    elif jax.tree.structure(state.opt_state) != jax.tree.structure(jax.eval_shape(opt.init, state.params)):
+        raise InvalidArgument("state.opt_state does not fit opt: this state was made by a different optimizer "
+                              "(or chain); continue a run with the optimizer that made its state.")
     if mesh is not None:
         state = parallel.replicate(mesh, state)
 
@@ -416,13 +469,12 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         run_epoch = functools.partial(_epoch_then_evaluate(net, opt, batch_size, grad, drop_last, mesh),
                                       xv=xv, yv=yv)
     sizes = _step_sizes(x.shape[0], batch_size, drop_last)
-    history = History([], [], [], None, False)
-    best = (np.inf, None)  # (validation loss, params)
-    since_best = 0
+    best = NO_BEST if best is None else best
+    history = History([], [], [], best.epoch, False)
     pending = run_epoch(state, x, y)
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, first_epoch + epochs):
         new_state, *fetched = pending  # fetched: [losses] or [losses, (val loss, val acc)]
-        if epoch + 1 < epochs:
+        if epoch + 1 < first_epoch + epochs:
             # Dispatch the next epoch before waiting on this one: the device never
             # idles while the host checks losses or runs the callback. If this epoch
             # diverged or stops the run early, that next epoch is discarded unseen.
@@ -443,18 +495,15 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
             if net.output.decide is not None:
                 metrics["val_accuracy"] = val_acc
                 history.val_accuracy.append(val_acc)
-            if val_loss < best[0]:
-                best, since_best = (val_loss, state.params), 0
-                history = history._replace(best_epoch=epoch)
-            else:
-                since_best += 1
+            best = track_best(best, epoch, val_loss, state.params)
+            history = history._replace(best_epoch=best.epoch, best=best)
         if callback is not None:
             callback(epoch, metrics, state)
-        if early_stopping is not None and since_best >= early_stopping:
+        if early_stopping is not None and best.since >= early_stopping:
             history = history._replace(stopped_early=True)
             break
-    if early_stopping is not None and best[1] is not None:
-        state = state._replace(params=best[1])
+    if early_stopping is not None and best.params is not None:
+        state = state._replace(params=best.params)
     return state, history
 
 
@@ -534,7 +583,7 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     K = keys.shape[0]
     scales = jnp.ones((K,), dtype) if lr_scales is None else jnp.asarray(lr_scales, dtype)
     if scales.shape != (K,):
-        raise ValueError(f"lr_scales must have shape ({K},) like keys; got {scales.shape}.")
+        raise InvalidArgument(f"lr_scales must have shape ({K},) like keys; got {scales.shape}.")
     states = jax.vmap(lambda k: init_state(net, opt, key=k, dtype=dtype))(keys)
     run = _many_epoch(net, opt, grad, batch_size, drop_last, bool(shared_order))
     evaluate_many = jax.vmap(_eval_fn(net), in_axes=(0, None, None)) if validation is not None else None

@@ -69,7 +69,7 @@ def test_round_trip_is_bit_identical(tmp_path, name, dtype):
     _assert_identical(restored, state)
     assert restored.params[0]["W"].dtype == dtype
     assert ckpt.config == {"lr": 0.01, "sizes": [D, 8, C]} and ckpt.extra == {"epoch": 1}
-    assert ckpt.meta["format"] == checkpoint.FORMAT and ckpt.meta["format_version"] == 1
+    assert ckpt.meta["format"] == checkpoint.FORMAT and ckpt.meta["format_version"] == checkpoint.FORMAT_VERSION == 2
     assert ckpt.meta["rng"] == {"typed": True, "impl": str(jax.random.key_impl(state.rng))}
 
 
@@ -174,7 +174,7 @@ def test_changed_data_with_valid_zip_crc_fails_the_checksum(saved, tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     (lambda m, meta: meta.update(format="other"), "format 'other'"),
-    (lambda m, meta: meta.update(format_version=2), "format_version 2 is not supported"),
+    (lambda m, meta: meta.update(format_version=3), "format_version 3 is not supported"),
     (lambda m, meta: m.pop("step"), r"missing \['step'\]"),
     (lambda m, meta: m.update(junk=np.zeros(3)), r"unexpected \['junk'\]"),
 ])
@@ -273,3 +273,91 @@ def test_bad_arguments_to_save(saved, tmp_path):
     with pytest.raises(TypeError, match="MLPSpec"):
         checkpoint.save(tmp_path / "x.npz", state, spec=spec.to_dict())
     assert not (tmp_path / "x.npz").exists()
+
+
+# ------------------------------------------------------------ issue 11: what the digest and the reader cover
+
+
+@pytest.mark.parametrize("edit", [
+    lambda meta: meta["spec"].update(hidden="sigmoid"),  # the activation: loads, predicts garbage
+    lambda meta: meta["extra"].update(standardizer={"mean": [5.0] * 16, "std": [1.0] * 16}),
+    lambda meta: meta.update(config={"data": {"path": "/etc/shadow"}}),
+])
+def test_edited_metadata_fails_the_checksum(saved, tmp_path, edit):
+    path, _ = saved
+    _rewrite(path, tmp_path / "bad.npz", lambda m, meta: edit(meta))
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        checkpoint.load(tmp_path / "bad.npz")
+
+
+def _v1_digest(arrays):
+    """Version 1's digest, written out independently: names, dtypes, shapes and bytes of the arrays."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, a in arrays.items():
+        h.update(f"{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def test_version_1_files_still_load(saved, tmp_path):
+    path, state = saved
+
+    def to_v1(members, meta):
+        meta.pop("sha256")
+        meta["format_version"] = 1
+        meta["payload_sha256"] = _v1_digest({e["name"]: members[e["name"]] for e in meta["arrays"]})
+
+    _rewrite(path, tmp_path / "v1.npz", to_v1)
+    _assert_identical(checkpoint.load(tmp_path / "v1.npz").params, state.params)
+
+
+def _npy_member(header_shape, dtype="<f4", data=b""):
+    """A .npy member whose header claims ``header_shape``, followed by ``data``."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": header_shape})
+    return buf.getvalue() + data
+
+
+def _replace_member(src, dst, name, raw, compress=False):
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            body = raw if info.filename == name + ".npy" else zin.read(info)
+            zout.writestr(info.filename, body, zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED)
+
+
+def test_a_header_claiming_2_to_the_40_values_is_refused_before_allocating(saved, tmp_path):
+    path, _ = saved
+    _replace_member(path, tmp_path / "huge.npz", "opt_state/0001", _npy_member((1 << 40,)))
+    with pytest.raises(CheckpointError, match="opt_state/0001"):
+        checkpoint.load(tmp_path / "huge.npz")
+
+
+def test_a_small_file_that_decompresses_to_gigabytes_is_refused_unread(saved, tmp_path, monkeypatch):
+    path, _ = saved
+    bomb = _npy_member((16, 64)) + bytes(8 << 20)  # 8 MB of zeros, 8 kB deflated: any size is refused unread
+    _replace_member(path, tmp_path / "bomb.npz", "params/0/W", bomb, compress=True)
+    assert (tmp_path / "bomb.npz").stat().st_size < 1 << 20
+    with pytest.raises(CheckpointError, match="params/0/W.*bytes uncompressed"):
+        checkpoint.load(tmp_path / "bomb.npz")
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"lr = 0.1\nname = 'not a checkpoint'\n", "not a zip"),
+    (b"", "not a zip"),
+])
+def test_a_text_file_is_not_a_checkpoint(tmp_path, content, match):
+    (tmp_path / "notes.ckpt").write_bytes(content)
+    with pytest.raises(CheckpointError, match=match) as e:
+        checkpoint.load(tmp_path / "notes.ckpt")
+    assert "pickle" not in str(e.value) and "notes.ckpt" in str(e.value)
+
+
+def test_load_none_is_a_clear_type_error():
+    with pytest.raises(TypeError, match="path must be a file name"):
+        checkpoint.load(None)
