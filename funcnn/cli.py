@@ -273,8 +273,9 @@ def cmd_resume(args) -> int:
         if not (run_dir / name).exists():
             raise UserError(f"{run_dir} is not a resumable run directory: {name} is missing.")
     cfg = cfglib.config_from_dict(json.loads((run_dir / "config.json").read_text()))
-    if cfg.optimizer.name == "lbfgs":
-        raise UserError("an L-BFGS run is one compiled minimisation and cannot be resumed; train it again.")
+    if cfg.optimizer.name in cfglib.FULL_BATCH:
+        raise UserError(f"an optimizer.name={cfg.optimizer.name!r} run is one compiled minimisation and cannot "
+                        "be resumed; train it again.")
     ckpt = checkpoint.load(run_dir / "last.ckpt")
     done = int(ckpt.extra.get("epoch", -1)) + 1
     split = experiment.load_split(cfg)

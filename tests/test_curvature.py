@@ -21,7 +21,8 @@ from jax.flatten_util import ravel_pytree
 from reference import HIDDEN_NAMES, PAIRS, REF_ACT, normwise_rel_err, record, ref_output
 
 import funcnn
-from funcnn import activations, layers as L, losses
+from funcnn import activations, losses
+from funcnn import layers as L
 
 TOL = {"float64": 1e-10, "float32": 1e-4}
 D, W, M = 3, 3, 2  # input, hidden and output widths
@@ -184,7 +185,9 @@ def test_gauss_newton_is_positive_semidefinite(results):
         params, x, y, _, _ = problem(output, loss, 5, jnp.float64, seed=3)
         flat, unravel = ravel_pytree(params)
         vs = jax.random.normal(jax.random.key(4), (8, flat.size), jnp.float64)
-        q = jax.jit(jax.vmap(lambda u: u @ ravel_pytree(net.gnvp(params, x, y, unravel(u)))[0]))(vs)
+        def quad(u, net=net, params=params, x=x, y=y, unravel=unravel):
+            return u @ ravel_pytree(net.gnvp(params, x, y, unravel(u)))[0]
+        q = jax.jit(jax.vmap(quad))(vs)
         assert jnp.min(q) >= -1e-12 * jnp.max(jnp.abs(q)), (output, loss, q)
 
 
@@ -219,8 +222,7 @@ def test_user_layer_without_jvp_gets_a_clear_error_and_norms_fall_back():
 
     scale = L.Layer("scale", init, forward, backward, L.spec("scale"), smooth=True)
     net = funcnn.network([L.dense(3, "tanh"), scale, L.dense(2)], input_size=3, l2=0.2)
-    params, x, y, v, _ = (net.init(jax.random.key(0), dtype=jnp.float64), jnp.ones((4, 3)) * 0.5,
-                          jnp.array([0, 1, 1, 0]), None, None)
+    params, x, y = net.init(jax.random.key(0), dtype=jnp.float64), jnp.ones((4, 3)) * 0.5, jnp.array([0, 1, 1, 0])
     with pytest.raises(TypeError, match="'scale' has no jvp"):
         net.jvp(params, x, params)
     with pytest.raises(TypeError, match="'scale' has no jvp"):
