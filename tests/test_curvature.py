@@ -259,3 +259,38 @@ def test_mlp_networks_have_the_products():
     assert pe[0]["W"].shape == (5, 3, 4)
     ref = jnp.sqrt(sum(jnp.sum(a.reshape(5, -1) ** 2, axis=1) for a in jax.tree.leaves(pe)))
     assert normwise_rel_err(net.per_example_grad_norms(params, x, y), ref) < 1e-12
+
+
+def test_check_jvp_passes_built_ins_and_catches_a_wrong_rule():
+    """gradcheck.check_jvp: every built-in layer's rule passes; a layer norm JVP missing a term fails on x."""
+    x = jax.random.normal(jax.random.key(0), (5, 3), jnp.float64)
+    for layer in (L.dense(3, "gelu"), L.layer_norm(), L.residual(L.dense(3, "elu")), L.activation("swish")):
+        p = layer.init(jax.random.key(1), 3, jnp.float64)[1]
+        rep = funcnn.gradcheck.check_jvp(layer, p, x)
+        assert rep.passed, str(rep)
+    ln = L.layer_norm()
+
+    def wrong(params, x, dparams, dx):  # forgets the variance's derivative
+        y, (xhat, inv) = ln.forward(params, x)
+        dxc = dx - jnp.mean(dx, axis=-1, keepdims=True)
+        return y, dparams["gain"][None, :] * xhat + params["gain"][None, :] * inv * dxc + dparams["bias"][None, :]
+    bad = ln._replace(name="bad_norm", jvp=wrong)
+    rep = funcnn.gradcheck.check_jvp(bad, ln.init(jax.random.key(1), 3, jnp.float64)[1], x)
+    failed = {r.path.split(" ")[1] for r in rep.rows if not r.passed}
+    assert failed == {"x"}, str(rep)
+
+
+def test_check_hvp_catches_a_backward_with_right_values_but_wrong_derivatives():
+    """tanh' written as 1 - stop_gradient(y)^2: first order is exact, the Hessian is not; check_hvp says so."""
+    tanh = activations.HIDDEN["tanh"]
+    frozen = tanh._replace(name="frozen_tanh", grad=lambda z, y: 1 - jax.lax.stop_gradient(y) ** 2)
+    x = jax.random.normal(jax.random.key(0), (5, 3), jnp.float64)
+    y = jnp.array([0, 1, 1, 0, 1])
+    for act, ok in ((tanh, True), (frozen, False)):
+        net = funcnn.network([L.dense(4, act), L.dense(2)], input_size=3, l2=0.1)
+        params = net.init(jax.random.key(2), dtype=jnp.float64)
+        assert funcnn.gradcheck(net, params, x, y).passed  # first order cannot tell them apart
+        rep = funcnn.gradcheck.check_hvp(net, params, x, y)
+        assert rep.passed is ok, str(rep)
+        if not ok:
+            assert "frozen_tanh" in " ".join(rep.failed_pieces)
