@@ -739,8 +739,8 @@ def check_jvp(layer: Layer, params, x, *, dtype=None, tangents: int = 2, seed: i
             ours = layer.jvp(*theta, *t)[1]
             t64 = _cast(t, jnp.float64)
             h = FD_STEP * max(1.0, float(max(jnp.max(jnp.abs(a)) for a in jax.tree.leaves(theta64))))
-            plus = f(jax.tree.map(lambda a, d: a + h * d, theta64, t64))
-            minus = f(jax.tree.map(lambda a, d: a - h * d, theta64, t64))
+            plus = f(jax.tree.map(lambda a, d, h=h: a + h * d, theta64, t64))
+            minus = f(jax.tree.map(lambda a, d, h=h: a - h * d, theta64, t64))
             refs = {"forward": jax.jvp(f, (theta,), (t,))[1], "finite_diff": (plus - minus) / (2 * h)}
             name = f"t{k} " + _arg_path(path, ("params", "x"))
             rows += _leaf_rows(name + " -> y", (), ours, refs, dtype, lambda p: layer.name, lambda p: 0)

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import pytest
 
 import funcnn
-from funcnn import config as C, experiment, optim
+from funcnn import config as C
+from funcnn import experiment, optim
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
