@@ -19,7 +19,9 @@ output ``y`` (``wrt="output"``: funcnn pushes it through the output
 activation's vector-Jacobian product) or with respect to the logits directly
 (``wrt="logits"``: a fused shortcut, valid only after the outputs listed in
 ``outputs``). ``dtargets`` is the gradient with respect to float targets
-(optional: without it the targets are not differentiable). ``LOSSES`` is the
+(optional: without it the targets are not differentiable). ``hess(z, y, t, d)``
+is the Hessian of ``value`` with respect to what ``wrt`` names, applied to ``d``
+(optional: only ``net.gnvp`` and ``hessian_free`` need it). ``LOSSES`` is the
 one table of built-in losses; which outputs each one fits lives on the value.
 
 The fused shortcuts: softmax + cross_entropy gives (p * sum_k t_k - t)/n, which
