@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from funcnn import config as C, experiment, optim
+from funcnn import config as C
+from funcnn import experiment, optim
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.toml"
 
@@ -85,8 +86,8 @@ def main():
     for e in range(args.epochs + 1):
         if e % args.every == 0:
             key = jax.random.key(e)
-            ev_o = lanczos_top(lambda v: ours_hvp(params, v), n, args.lanczos, 3, key)
-            ev_a = lanczos_top(lambda v: auto_hvp(params, v), n, args.lanczos, 3, key)
+            ev_o = lanczos_top(lambda v, p=params: ours_hvp(p, v), n, args.lanczos, 3, key)
+            ev_a = lanczos_top(lambda v, p=params: auto_hvp(p, v), n, args.lanczos, 3, key)
             no, na = np.asarray(ours_norms(params)), np.asarray(auto_norms(params))
             qo, qa = np.quantile(no, [0.1, 0.5, 0.9]), np.quantile(na, [0.1, 0.5, 0.9])
             loss = float(net.loss(params, x, y))

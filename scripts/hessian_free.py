@@ -19,7 +19,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from funcnn import config as C, experiment, optim
+from funcnn import config as C
+from funcnn import experiment, optim
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PROBLEMS = {"digits": "digits.toml", "two_lines": "two_lines.toml"}

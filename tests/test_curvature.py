@@ -124,8 +124,10 @@ def results():
         def pl(p, x, y, output=output, loss=loss, l2=l2):
             return plain_loss(p, x, y, output, loss, l2)
 
+        full_hessian = (dt, output, loss, n) == ("float64", "softmax", "cross_entropy", 5)
+
         @jax.jit
-        def run(params, x, y, v, dx, dy, net=net, pl=pl, output=output, loss=loss, l2=l2):
+        def run(params, x, y, v, dx, dy, net=net, pl=pl, output=output, loss=loss, l2=l2, full_hessian=full_hessian):
             r = {}
             r["jvp"] = (net.jvp(params, x, v, dx),
                         jax.jvp(lambda p, xx: ref_output(output, plain_logits(p, xx)), (params, x), (v, dx)))
@@ -143,9 +145,10 @@ def results():
             r["hvp"] = (net.hvp(params, x, y, v), ref_hv)
             r["hessian(loss_manual_jvp)"] = (
                 jax.jvp(jax.grad(lambda p: net.loss_manual_jvp(p, x, y)), (params,), (v,))[1], ref_hv)
-            flat, unravel = ravel_pytree(params)
-            Hfull = jax.hessian(lambda th: pl(unravel(th), x, y))(flat)
-            r["hvp vs hessian"] = (ravel_pytree(net.hvp(params, x, y, v))[0], Hfull @ ravel_pytree(v)[0])
+            if full_hessian:  # the [P, P] Hessian is the costliest reference: formed in one case
+                flat, unravel = ravel_pytree(params)
+                Hfull = jax.hessian(lambda th: pl(unravel(th), x, y))(flat)
+                r["hvp vs hessian"] = (ravel_pytree(net.hvp(params, x, y, v))[0], Hfull @ ravel_pytree(v)[0])
             G = explicit_gauss_newton(params, x, y, output, loss, l2)
             r["gnvp"] = (ravel_pytree(net.gnvp(params, x, y, v))[0], G @ ravel_pytree(v)[0])
             pe_ref = jax.vmap(lambda xi, yi: jax.grad(pl)(params, xi[None], yi[None]))(x, y)
@@ -166,14 +169,17 @@ PRODUCTS = ("jvp", "loss_manual_jvp", "grad(loss_manual_jvp)", "hvp", "hessian(l
 @pytest.mark.parametrize("product", PRODUCTS)
 def test_product_matches_reference(results, product):
     """Each product equals its independent reference in every case (the worst error is recorded)."""
-    bad = []
+    bad, checked = [], 0
     for case, (r, _) in results.items():
+        if product not in r:
+            continue
+        checked += 1
         ours, ref = r[product]
         err = normwise_rel_err(ours, ref)
         record(f"curvature {product}", case[0], err)
         if not err < TOL[case[0]]:
             bad.append((case, err))
-    assert not bad, f"{product}: {bad}"
+    assert checked and not bad, f"{product}: {bad}"
 
 
 def test_gauss_newton_is_positive_semidefinite(results):
