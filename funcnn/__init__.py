@@ -6,9 +6,10 @@ Public API (one obvious place for each thing)::
     funcnn.network(layers, ...) -> Network any layers composed, with an output and a loss
     funcnn.layers                          dense, activation, dropout, layer_norm, residual; the Layer contract
     funcnn.gradcheck(net, params, x, y)    hand-derived vs reverse/forward mode and finite differences;
-                                           check_layer, check_activation, check_loss, check_vjp
+                                           check_layer, check_activation, check_loss, check_vjp,
+                                           check_jvp, check_hvp (forward mode and curvature)
     funcnn.activations, losses, initializers   the pieces a network is built from
-    funcnn.optim                           optimizers, schedules, clipping, L-BFGS (no optax)
+    funcnn.optim                           optimizers, schedules, clipping, L-BFGS, Hessian-free (no optax)
     funcnn.train                           TrainState, make_train_step, make_epoch, fit, fit_many
     funcnn.shuffle                         the keyed, sort-free permutation each epoch is shuffled with
     funcnn.data, funcnn.metrics            datasets, splits, readers; accuracy, F1, R^2, ...

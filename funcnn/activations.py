@@ -77,6 +77,7 @@ class OutputActivation(NamedTuple):
     vjp: Callable[[Array, Array, Array], Array]  # (z, y, dy) -> dz
     decide: Callable[[Array], Array] | None = None  # y -> predictions; None: y is the prediction
     smooth: bool = False  # no kinks: finite differences need no kink detection
+    jvp: Callable[[Array, Array, Array], Array] | None = None  # (z, y, dz) -> dy; None: no forward mode
 
 
 def _relu(z):
@@ -105,6 +106,17 @@ def _gelu_grad(z, y):
     return s + 2 * z * s * (1 - s) * _GELU_C * (1 + 3 * _GELU_K * z * z)
 
 
+def _gelu_grad2(z, y):
+    del y
+    # With u = C (z + K z^3), s = sigmoid(2u), q = ds/dz = 2 s (1 - s) u':
+    # gelu' = s + z q, so gelu'' = 2 q + z dq/dz, where
+    # dq/dz = 2 q (1 - 2s) u' + 2 s (1 - s) u''  and  u'' = 6 C K z.
+    s = jax.nn.sigmoid(2 * _GELU_C * (z + _GELU_K * z**3))
+    du = _GELU_C * (1 + 3 * _GELU_K * z * z)
+    q = 2 * s * (1 - s) * du
+    return 2 * q + z * (2 * q * (1 - 2 * s) * du + 12 * _GELU_C * _GELU_K * z * s * (1 - s))
+
+
 def _swish(z):
     return z * jax.nn.sigmoid(z)
 
@@ -115,19 +127,40 @@ def _swish_grad(z, y):
     return y + s * (1 - y)
 
 
+def _swish_grad2(z, y):
+    # d/dz [s + z s (1 - s)] = s (1 - s) (2 + z (1 - 2s)).
+    del y
+    s = jax.nn.sigmoid(z)
+    return s * (1 - s) * (2 + z * (1 - 2 * s))
+
+
+def _zeros(z, y):
+    return jnp.zeros_like(z)
+
+
 _HIDDEN = (
-    Activation("identity", lambda z: z, lambda z, y: jnp.ones_like(z), smooth=True),
-    Activation("relu", _relu, lambda z, y: (z > 0).astype(z.dtype)),
-    Activation("leaky_relu", _leaky_relu, lambda z, y: jnp.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype)),
-    Activation("sigmoid", jax.nn.sigmoid, lambda z, y: y * (1 - y), smooth=True),
-    Activation("tanh", jnp.tanh, lambda z, y: 1 - y * y, smooth=True),
-    # softplus(z) = log(1 + e^z), written stably; its derivative is sigmoid(z).
-    Activation("softplus", lambda z: jnp.logaddexp(z, 0), lambda z, y: jax.nn.sigmoid(z), smooth=True),
+    Activation("identity", lambda z: z, lambda z, y: jnp.ones_like(z), _zeros, smooth=True),
+    # relu'' = leaky_relu'' = 0 away from the kink; at the kink (where the second
+    # derivative is a Dirac delta) funcnn takes 0 too, the z <= 0 branch's value.
+    Activation("relu", _relu, lambda z, y: (z > 0).astype(z.dtype), _zeros),
+    Activation("leaky_relu", _leaky_relu, lambda z, y: jnp.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype),
+               _zeros),
+    # sigmoid'' = d/dz y (1 - y) = y (1 - y) (1 - 2y).
+    Activation("sigmoid", jax.nn.sigmoid, lambda z, y: y * (1 - y), lambda z, y: y * (1 - y) * (1 - 2 * y),
+               smooth=True),
+    # tanh'' = d/dz (1 - y^2) = -2 y (1 - y^2).
+    Activation("tanh", jnp.tanh, lambda z, y: 1 - y * y, lambda z, y: -2 * y * (1 - y * y), smooth=True),
+    # softplus(z) = log(1 + e^z), written stably; its derivative is sigmoid(z),
+    # its second derivative sigmoid(z) (1 - sigmoid(z)).
+    Activation("softplus", lambda z: jnp.logaddexp(z, 0), lambda z, y: jax.nn.sigmoid(z),
+               lambda z, y: jax.nn.sigmoid(z) * (1 - jax.nn.sigmoid(z)), smooth=True),
     # elu' = 1 for z > 0, alpha e^z = y + alpha otherwise. Continuous at 0 but
     # its second derivative jumps (0 vs alpha): finite differences see a kink.
-    Activation("elu", _elu, lambda z, y: jnp.where(z > 0, 1.0, y + ELU_ALPHA).astype(z.dtype)),
-    Activation("gelu", _gelu, _gelu_grad, smooth=True),
-    Activation("swish", _swish, _swish_grad, smooth=True),
+    # elu'' = 0 for z > 0, alpha e^z = y + alpha otherwise (the z <= 0 branch at 0).
+    Activation("elu", _elu, lambda z, y: jnp.where(z > 0, 1.0, y + ELU_ALPHA).astype(z.dtype),
+               lambda z, y: jnp.where(z > 0, 0.0, y + ELU_ALPHA).astype(z.dtype)),
+    Activation("gelu", _gelu, _gelu_grad, _gelu_grad2, smooth=True),
+    Activation("swish", _swish, _swish_grad, _swish_grad2, smooth=True),
 )
 HIDDEN = {a.name: a for a in _HIDDEN}
 HIDDEN["linear"] = HIDDEN["identity"]._replace(name="linear")
@@ -148,12 +181,15 @@ def _threshold(y):
     return (y > 0.5).astype(jnp.int32)
 
 
+# Forward mode: every built-in output's Jacobian is symmetric (identity,
+# diag(y (1 - y)), diag(y) - y y^T per row), so its JVP is its VJP.
 OUTPUT = {
-    "identity": OutputActivation("identity", lambda z: z, lambda z, y, dy: dy, smooth=True),
+    "identity": OutputActivation("identity", lambda z: z, lambda z, y, dy: dy, smooth=True,
+                                 jvp=lambda z, y, dz: dz),
     "sigmoid": OutputActivation("sigmoid", jax.nn.sigmoid, lambda z, y, dy: dy * y * (1 - y), _threshold,
-                                smooth=True),
+                                smooth=True, jvp=lambda z, y, dz: dz * y * (1 - y)),
     "softmax": OutputActivation("softmax", lambda z: jax.nn.softmax(z, axis=-1), _softmax_vjp, _argmax,
-                                smooth=True),
+                                smooth=True, jvp=_softmax_vjp),
 }
 
 

@@ -341,7 +341,7 @@ def _distributed_mesh(args):
 
 
 def _check_batch_size(cfg, n_train: int) -> None:
-    if cfg.optimizer.name != "lbfgs" and cfg.training.batch_size is not None:
+    if cfg.optimizer.name not in cfglib.FULL_BATCH and cfg.training.batch_size is not None:
         data.check_batch_size(cfg.training.batch_size, n_train, name="training.batch_size")
 
 
@@ -450,8 +450,9 @@ def _resumed_best(run_dir: Path, ckpt) -> train.BestSoFar | None:
 def _resume_in(args, run_dir: Path, t0) -> int:
     cfg = _read_run_config(run_dir)
     _use_dtype(cfg)
-    if cfg.optimizer.name == "lbfgs":
-        raise UserError("an L-BFGS run is one compiled minimisation and cannot be resumed; train it again.")
+    if cfg.optimizer.name in cfglib.FULL_BATCH:
+        raise UserError(f"an optimizer.name={cfg.optimizer.name!r} run is one compiled minimisation and cannot "
+                        "be resumed; train it again.")
     _files.remove_stale_temps(run_dir)  # left by a kill during a save; we hold the lock
     ckpt = checkpoint.load(run_dir / "last.ckpt")
     done = int(ckpt.extra.get("epoch", -1)) + 1

@@ -26,7 +26,9 @@ Optional values (``clip_norm``, ``early_stopping``, ``data.path``, ...) are
 left out of the file for None (TOML has no null); in an override write
 ``none``. ``optimizer.name = "lbfgs"`` is a full-batch minimiser, not a
 ``GradientTransformation``: ``build_optimizer`` refuses it and the CLI runs
-``funcnn.optim.lbfgs_minimize`` itself (with ``training.batch_size = 0``).
+``funcnn.optim.lbfgs_minimize`` itself (with ``training.batch_size = 0``);
+``optimizer.name = "hessian_free"`` likewise runs ``funcnn.optim.hessian_free``
+(Gauss-Newton products of the network, ``max_iters``, ``cg_iters``, ``damping``).
 
 Everything raises ``ConfigError``, a ``ValueError`` whose ``key`` attribute is
 the offending ``"section.key"`` (or None).
@@ -61,7 +63,9 @@ __all__ = [
     "load_config", "config_to_dict", "config_from_dict", "build_optimizer", "build_model",
 ]
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "lbfgs")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw", "lbfgs", "hessian_free")
+# Full-batch minimisers: one compiled minimisation each, not a GradientTransformation.
+FULL_BATCH = ("lbfgs", "hessian_free")
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "exponential", "step")
 DATASETS = ("digits", "two_lines", "sine", "xor", "moons", "spirals", "mnist", "csv")
 DTYPES = ("float32", "float64")
@@ -112,7 +116,7 @@ class ModelConfig:
 class OptimizerConfig:
     """The optimizer and its learning-rate schedule; see ``funcnn.optim``."""
 
-    name: str = "adam"  # sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lbfgs
+    name: str = "adam"  # sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw, lbfgs, hessian_free
     learning_rate: float = 1e-3  # the base (peak) rate; unused by lbfgs (line search)
     # Schedules run over the whole run (total_steps = epochs * steps per epoch):
     #   constant       lr
@@ -132,8 +136,10 @@ class OptimizerConfig:
     rms_decay: float = 0.9  # rmsprop: decay of the running mean of g**2
     weight_decay: float = 0.0  # adamw only (decoupled); for the others use model.l2
     clip_norm: float | None = None  # clip the global gradient norm to this; None or 0 = off
-    max_iters: int = 200  # lbfgs: outer iterations
+    max_iters: int = 200  # lbfgs, hessian_free: outer iterations
     history: int = 10  # lbfgs: (s, y) pairs kept
+    cg_iters: int = 50  # hessian_free: the most CG iterations (Gauss-Newton products) per outer iteration
+    damping: float = 1.0  # hessian_free: initial Levenberg-Marquardt lambda, adapted by the reduction ratio
 
 
 @dataclass(frozen=True)
@@ -401,6 +407,12 @@ def build_optimizer(cfg: OptimizerConfig, total_steps: int) -> GradientTransform
             "run it with funcnn.optim.lbfgs_minimize(value_and_grad, params, "
             f"max_iters={cfg.max_iters}, history={cfg.history}) (the CLI does this).",
             "optimizer.name")
+    if cfg.name == "hessian_free":
+        raise ConfigError(
+            "optimizer.name='hessian_free' is a full-batch minimiser, not a GradientTransformation: "
+            "run it with funcnn.optim.hessian_free(value_and_grad, gnvp, params, "
+            f"max_iters={cfg.max_iters}, max_cg_iters={cfg.cg_iters}, damping={cfg.damping}) "
+            "(the CLI does this).", "optimizer.name")
     try:
         total_steps = _checks.positive_int("total_steps", total_steps)
     except ValueError as e:
@@ -627,16 +639,19 @@ def _validate(cfg: Config) -> None:
                           "optimizer.weight_decay")
     if o.clip_norm is not None:
         _number("optimizer.clip_norm", o.clip_norm, low=0)
-    for k in ("max_iters", "history"):
+    for k in ("max_iters", "history", "cg_iters"):
         if getattr(o, k) <= 0:
             _fail(f"optimizer.{k}", getattr(o, k), "a positive integer")
-    if o.name == "lbfgs":
+    if not o.damping > 0:
+        _fail("optimizer.damping", o.damping, "a number > 0")
+    if o.name in FULL_BATCH:
+        how = "by line search" if o.name == "lbfgs" else "by damped Gauss-Newton steps"
         if o.schedule != "constant" or o.clip_norm:
-            raise ConfigError("optimizer.name='lbfgs' chooses its own step by line search: "
+            raise ConfigError(f"optimizer.name={o.name!r} chooses its own step {how}: "
                               "leave optimizer.schedule='constant' and optimizer.clip_norm unset.",
                               "optimizer.schedule" if o.schedule != "constant" else "optimizer.clip_norm")
         if t.batch_size != 0:
-            raise ConfigError(f"optimizer.name='lbfgs' is full-batch: set training.batch_size = 0; "
+            raise ConfigError(f"optimizer.name={o.name!r} is full-batch: set training.batch_size = 0; "
                               f"got {t.batch_size}.", "training.batch_size")
 
     # [training]

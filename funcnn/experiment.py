@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks, activations, data, metrics, optim, train
-from funcnn.config import Config, build_model, build_optimizer
+from funcnn.config import FULL_BATCH, Config, build_model, build_optimizer
 from funcnn.errors import InvalidArgument
 
 _GENERATED = {
@@ -138,9 +138,9 @@ def total_steps(cfg: Config, n_train: int) -> int:
 
 
 def build(cfg: Config, n_train: int):
-    """(net, opt) for a config; opt is None for lbfgs (full-batch, no GradientTransformation)."""
+    """(net, opt) for a config; opt is None for lbfgs and hessian_free (full-batch, no GradientTransformation)."""
     net = build_model(cfg.model)
-    opt = None if cfg.optimizer.name == "lbfgs" else build_optimizer(cfg.optimizer, total_steps(cfg, n_train))
+    opt = None if cfg.optimizer.name in FULL_BATCH else build_optimizer(cfg.optimizer, total_steps(cfg, n_train))
     return net, opt
 
 
@@ -232,9 +232,10 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
     start = time.perf_counter()
     if opt is None:
         if mesh is not None:
-            raise InvalidArgument("optimizer.name='lbfgs' is one full-batch minimisation and does not run "
-                             "data-parallel; train it without a mesh (no --distributed).")
-        state, history = _run_lbfgs(cfg, net, split, callback)
+            raise InvalidArgument(f"optimizer.name={cfg.optimizer.name!r} is one full-batch minimisation and does "
+                                  "not run data-parallel; train it without a mesh (no --distributed).")
+        run_full = _run_lbfgs if cfg.optimizer.name == "lbfgs" else _run_hessian_free
+        state, history = run_full(cfg, net, split, callback)
     else:
         validation = None if split.x_val is None else (split.x_val, split.y_val)
         validation = None if validation is None else (validation[0], targets(net, validation[1]))
@@ -258,9 +259,26 @@ def _run_lbfgs(cfg, net, split, callback):
     first = float(net.loss(state.params, x, y))
     res = jax.jit(lambda p: optim.lbfgs_minimize(lambda q: vg(q, x, y), p, max_iters=o.max_iters,
                                                  history=o.history))(state.params)
+    return _full_batch_result(net, split, callback, state, res, first, {})
+
+
+def _run_hessian_free(cfg, net, split, callback):
+    """Full-batch Hessian-free on the training split (net.gnvp products): one compiled minimisation."""
+    t, o = cfg.training, cfg.optimizer
+    state = initial_state(cfg, net, None)
+    x, y = split.x_train, targets(net, split.y_train)
+    vg = net.value_and_grad if t.grad == "manual" else jax.value_and_grad(net.loss)
+    first = float(net.loss(state.params, x, y))
+    res = jax.jit(lambda p: optim.hessian_free(lambda q: vg(q, x, y), lambda q, v: net.gnvp(q, x, y, v), p,
+                                               max_iters=o.max_iters, max_cg_iters=o.cg_iters,
+                                               damping=o.damping))(state.params)
+    return _full_batch_result(net, split, callback, state, res, first, {"gnvps": int(res.num_gnvps)})
+
+
+def _full_batch_result(net, split, callback, state, res, first, extra):
     state = state._replace(params=res.params, step=jnp.asarray(res.iterations, jnp.int32))
     metrics_ = {"epoch": 0, "train_loss": float(res.value), "initial_loss": first,
-                "iterations": int(res.iterations), "evaluations": int(res.num_evals)}
+                "iterations": int(res.iterations), "evaluations": int(res.num_evals), **extra}
     if split.x_val is not None:
         metrics_["val_loss"] = float(net.loss(res.params, split.x_val, targets(net, split.y_val)))
     history = train.History([float(res.value)], [metrics_["val_loss"]] if "val_loss" in metrics_ else [], [],

@@ -750,6 +750,129 @@ def check_vjp(f, *args, cotangents: int = 3, seed: int = 0, dtype=None, smooth: 
     return _report(title, dtype, results)
 
 
+# ------------------------------------------------------------------ forward mode and curvature
+
+
+def _leaf_rows(prefix, names, manual, refs, dtype, piece_of, layer_of):
+    """Comparison rows, one per (leaf of ``manual``, reference): ``refs`` maps a reference name to a tree."""
+    rows = []
+    flat = jax.tree_util.tree_flatten_with_path(manual)[0]
+    for ref_name, ref in refs.items():
+        for (path, a), b in zip(flat, jax.tree.leaves(ref)):
+            name = prefix + _arg_path(path, names) if names else prefix + jax.tree_util.keystr(path)
+            rows.append(_compare(name, layer_of(path), ref_name, a, b, TOLERANCES[(ref_name, dtype)],
+                                 piece=piece_of(path)))
+    return rows
+
+
+def _one_leaf_tangents(tree, count: int, seed: int, dtype):
+    """``(k, path, tangent)``: for each of ``count`` draws, one tangent per leaf, random there and 0 elsewhere."""
+    out = []
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    for k, draw in enumerate(_cotangents(tree, count, seed, dtype)):
+        leaves = jax.tree.leaves(draw)
+        for i, (path, _) in enumerate(flat):
+            out.append((k, path, jax.tree.unflatten(treedef, [leaf if j == i else jnp.zeros_like(leaf)
+                                                              for j, leaf in enumerate(leaves)])))
+    return out
+
+
+def check_jvp(layer: Layer, params, x, *, dtype=None, tangents: int = 2, seed: int = 0) -> GradcheckReport:
+    """Checks a layer's hand-derived forward-mode rule ``layer.jvp`` tangent leaf by tangent leaf.
+
+    For each of ``tangents`` random draws and each leaf of ``(params, x)``, a
+    tangent that is random in that leaf and zero elsewhere is pushed through
+    ``layer.jvp``; its output tangent is compared with ``jax.jvp`` of
+    ``layer.forward`` (reference ``forward``: JAX's forward mode of the plain
+    forward, which never runs the rule) and with float64 central finite
+    differences of the forward along the tangent (``finite_diff``), so a
+    wrong term is reported under the leaf it multiplies. The forward runs
+    without a key (forward mode is deterministic).
+
+    Args:
+      layer: a ``Layer`` with a ``jvp``.
+      params: its params.
+      x: an input ``[n, in_width]``.
+      dtype: ``"float32"`` or ``"float64"`` (default: x's dtype).
+      tangents: random draws (>= 1).
+      seed: their seed.
+
+    Returns:
+      A ``GradcheckReport``; rows ``t{k} params['W']``, ``t{k} x``.
+
+    Raises:
+      TypeError: ``layer`` is not a ``Layer`` or has no ``jvp``.
+    """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"layer must be a funcnn.layers.Layer; got {type(layer).__name__}.")
+    if layer.jvp is None:
+        raise TypeError(f"layer {layer.name!r} has no jvp rule to check.")
+    dtype = _dtype_name(dtype, str(jnp.asarray(x).dtype))
+    tangents = _positive("tangents", tangents)
+    with jax.enable_x64(True):
+        theta, theta64 = _cast((params, x), dtype), _cast((params, x), jnp.float64)
+
+        def f(t):
+            return layer.forward(*t)[0]
+        rows = []
+        for k, path, t in _one_leaf_tangents(theta, tangents, seed, dtype):
+            ours = layer.jvp(*theta, *t)[1]
+            t64 = _cast(t, jnp.float64)
+            h = FD_STEP * max(1.0, float(max(jnp.max(jnp.abs(a)) for a in jax.tree.leaves(theta64))))
+            plus = f(jax.tree.map(lambda a, d, h=h: a + h * d, theta64, t64))
+            minus = f(jax.tree.map(lambda a, d, h=h: a - h * d, theta64, t64))
+            refs = {"forward": jax.jvp(f, (theta,), (t,))[1], "finite_diff": (plus - minus) / (2 * h)}
+            name = f"t{k} " + _arg_path(path, ("params", "x"))
+            rows += _leaf_rows(name + " -> y", (), ours, refs, dtype, lambda p: layer.name, lambda p: 0)
+    title = f"check_jvp: {layer.name}, dtype {dtype}, batch {np.shape(x)[0]}, {tangents} random draw(s) per leaf"
+    return GradcheckReport(title, dtype, tuple(rows), None, FD_STEP)
+
+
+def check_hvp(net, params, x, y, *, dtype=None, vectors: int = 2, seed: int = 0) -> GradcheckReport:
+    """Checks ``net.hvp`` (forward mode over the hand-derived backward) leaf by leaf of ``H v``.
+
+    For each of ``vectors`` random ``v`` (like params), ``net.hvp(params, x,
+    y, v)`` is compared per leaf with ``jax.jvp(jax.grad(net.loss))`` (reference
+    ``reverse``: automatic forward-over-reverse of the forward-only loss, which
+    never runs the hand-derived backward) and with float64 central finite
+    differences of the hand-derived gradient along ``v``,
+    ``(grad(p + h v) - grad(p - h v)) / 2h`` (``finite_diff``). A backward
+    whose values are right but whose derivatives are wrong (first-order
+    checks pass) fails here, in the rows of the leaves it touches.
+
+    Args:
+      net: a ``Network``.
+      params, x, y: as for ``net.loss``.
+      dtype: ``"float32"`` or ``"float64"`` (default: the params' dtype).
+      vectors: random directions (>= 1).
+      seed: their seed.
+
+    Returns:
+      A ``GradcheckReport``; rows ``v{k} [l]['W']`` name each layer.
+    """
+    dtype = _dtype_name(dtype, str(jax.tree.leaves(params)[0].dtype))
+    vectors = _positive("vectors", vectors)
+    with jax.enable_x64(True):
+        p, xc = _cast(params, dtype), _cast(x, dtype)
+        yc = y if jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer) else _cast(y, dtype)
+        p64, x64 = _cast(params, jnp.float64), _cast(x, jnp.float64)
+        y64 = y if jnp.issubdtype(jnp.asarray(y).dtype, jnp.integer) else _cast(y, jnp.float64)
+        hvp = jax.jit(net.hvp)
+        ref = jax.jit(lambda p, v: jax.jvp(jax.grad(lambda q: net.loss(q, xc, yc)), (p,), (v,))[1])
+        g64 = jax.jit(lambda q: net.grad(q, x64, y64))
+        h = FD_STEP * max(1.0, float(max(jnp.max(jnp.abs(a)) for a in jax.tree.leaves(p64))))
+        rows = []
+        for k, v in enumerate(_cotangents(p, vectors, seed, dtype)):
+            v64 = _cast(v, jnp.float64)
+            fd = jax.tree.map(lambda a, b: (a - b) / (2 * h), g64(jax.tree.map(lambda a, d: a + h * d, p64, v64)),
+                              g64(jax.tree.map(lambda a, d: a - h * d, p64, v64)))
+            rows += _leaf_rows(f"v{k} ", (), hvp(p, xc, yc, v), {"reverse": ref(p, v), "finite_diff": fd}, dtype,
+                               lambda path: net.layers[_index(path)].name, _index)
+    title = (f"check_hvp: {describe(net)}, dtype {dtype}, batch {np.shape(x)[0]}, "
+             f"{vectors} random vector(s)")
+    return GradcheckReport(title, dtype, tuple(rows), None, FD_STEP)
+
+
 class _CallableModule(types.ModuleType):
     """Lets ``funcnn.gradcheck`` be both this module and its main function."""
 

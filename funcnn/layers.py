@@ -10,6 +10,19 @@ functions and a description::
                                                            dx = dL/dx: [n, in_width]
     spec              hashable, JSON-able: Spec(name, hyperparameters), for checkpoints
 
+Optional, for curvature and per-example quantities (``funcnn.network``'s
+``jvp``, ``gnvp``, ``loss_manual_jvp``, ``per_example_grad_norms``)::
+
+    y, dy = jvp(params, x, dparams, dx)                   forward mode (the R-operator,
+                                                          Pearlmutter 1994): dy = J_params dparams + J_x dx,
+                                                          deterministic (no dropout)
+    sq    = sq_norms(params, cache, dy, coef)             [n]: ||dparams_i + coef * W||^2 per sample i,
+                                                          dparams_i the gradient of row i's loss alone
+
+A layer without ``jvp`` works everywhere except forward mode, which raises
+a clear error naming it; without ``sq_norms`` the per-example norms fall
+back to the layer's own backward vmapped over rows (``layer_sq_norms``).
+
 * ``params`` is a pytree of arrays (``{}`` for a layer without parameters,
   whose ``dparams`` is ``{}`` too). A leaf named ``"W"`` is a weight: the
   network's L2 penalty applies to it and to nothing else.
@@ -132,6 +145,8 @@ class Layer(NamedTuple):
     spec: Any  # a Spec: hashable, JSON-able (name + hyperparameters)
     random: bool = False  # forward draws from its key (dropout)
     smooth: bool = False  # forward has no kinks: finite differences need no kink detection
+    jvp: Callable[..., tuple] | None = None  # (params, x, dparams, dx) -> (y, dy); None: no forward mode
+    sq_norms: Callable[..., Array] | None = None  # (params, cache, dy, coef) -> [n]; None: generic fallback
 
 
 # ------------------------------------------------------------------ matmuls
@@ -191,6 +206,17 @@ def dense(width: int, activation=None, *, dropout: float = 0.0, init="xavier_nor
         z = x W + b        h = f(z) * m                  x: [n, d], W: [d, width], b: [width]
         dz = dy * m * f'(z)    dW = x^T dz    db = sum_rows dz    dx = dz W^T
 
+    Forward mode (tangents dW, db, dx; product rule on x W, chain rule on f;
+    no dropout)::
+
+        dz = dx W + x dW + db          dh = f'(z) * dz
+
+    Per-example squared gradient norms (Goodfellow 2015): row i's gradient
+    is the outer product ``x_i^T dz_i``, so ``||dW_i||^2 = ||x_i||^2 ||dz_i||^2``
+    and ``||db_i||^2 = ||dz_i||^2``; with ``coef * W`` added,
+    ``||dW_i + coef W||^2 = ||x_i||^2 ||dz_i||^2 + 2 coef <x_i W, dz_i> + coef^2 ||W||^2``.
+    Nothing of size [n, d, width] is formed.
+
     Args:
       width: output width (a positive int).
       activation: None (``y = z``), a name (``"relu"``, see
@@ -239,10 +265,29 @@ def _dense(width: int, act: Activation | None, rate: float, ini: Initializer, bi
         dW = mm(transposed(cache.x), dz)  # [in, width]
         return {"W": dW, "b": jnp.sum(dz, axis=0)}, mm(dz, params["W"].T)
 
+    def jvp(params, x, dparams, dx):
+        z = mm(x, params["W"]) + params["b"][None, :]  # [n, width]
+        dz = mm(dx, params["W"]) + mm(x, dparams["W"]) + dparams["b"][None, :]
+        if act is None:
+            return z, dz
+        y = act.fn(z)
+        return y, act.grad(z, y) * dz
+
+    def sq_norms(params, cache, dy, coef):
+        dy = _undrop(cache.mask, dy)
+        dz = dy if act is None else dy * act.grad(cache.z, cache.y)  # [n, width]
+        dz2 = jnp.sum(dz * dz, axis=1)  # [n]
+        sq = jnp.sum(cache.x * cache.x, axis=1) * dz2 + dz2
+        if coef:
+            W = params["W"]
+            sq = sq + 2 * coef * jnp.sum(mm(cache.x, W) * dz, axis=1) + coef * coef * jnp.sum(W * W)
+        return sq
+
     name = f"dense({width}{'' if act is None else ', ' + act.name}{f', dropout={rate:g}' if rate else ''})"
     desc = spec("dense", width=width, activation=None if act is None else act.name, dropout=rate,
                 init=ini._asdict(), bias_init=bias_init, precision=precision)
-    return Layer(name, init_fn, forward, backward, desc, random=rate > 0, smooth=act is None or act.smooth)
+    return Layer(name, init_fn, forward, backward, desc, random=rate > 0, smooth=act is None or act.smooth,
+                 jvp=jvp, sq_norms=sq_norms)
 
 
 def _drop(rate: float, key, x):
@@ -265,6 +310,8 @@ def _undrop(mask, dy):
 
 def activation(a) -> Layer:
     """An elementwise activation as a layer: ``y = f(x)``, ``dx = dy * f'(x)``; params ``{}``.
+
+    Forward mode: ``dy = f'(x) * dx``. No parameters: per-example norms are 0.
 
     Args:
       a: a name or an ``Activation`` value.
@@ -289,8 +336,13 @@ def _activation(act: Activation) -> Layer:
         x, y = cache
         return {}, dy * act.grad(x, y)
 
+    def jvp(params, x, dparams, dx):
+        del params, dparams
+        y = act.fn(x)
+        return y, act.grad(x, y) * dx
+
     return Layer(act.name, init, forward, backward, spec("activation", activation=act.name),
-                 smooth=act.smooth)
+                 smooth=act.smooth, jvp=jvp, sq_norms=_no_params_sq_norms)
 
 
 # ------------------------------------------------------------------ dropout
@@ -302,6 +354,7 @@ def dropout(rate: float) -> Layer:
     With a key: ``y = x * mask``, ``mask = bernoulli(1 - rate) / (1 - rate)``,
     so evaluation (no key) is the identity and needs no rescaling;
     ``dx = dy * mask``. Without a key: ``y = x``, ``dx = dy``. Params ``{}``.
+    Forward mode is deterministic (evaluation): ``dy = dx``.
 
     Args:
       rate: the probability of DROPPING a unit, in [0, 1).
@@ -323,8 +376,17 @@ def _dropout(rate: float) -> Layer:
         del params
         return {}, _undrop(mask, dy)
 
+    def jvp(params, x, dparams, dx):
+        del params, dparams
+        return x, dx
+
     return Layer(f"dropout({rate:g})", init, forward, backward, spec("dropout", rate=rate),
-                 random=rate > 0, smooth=True)
+                 random=rate > 0, smooth=True, jvp=jvp, sq_norms=_no_params_sq_norms)
+
+
+def _no_params_sq_norms(params, cache, dy, coef):
+    del params, cache, coef
+    return jnp.zeros(dy.shape[:1], dy.dtype)  # no parameters, nothing to add
 
 
 # ------------------------------------------------------------------ layer norm
@@ -348,6 +410,12 @@ def layer_norm(eps: float = 1e-5) -> Layer:
 
         dgain = sum_rows dy * xhat      dbias = sum_rows dy
         dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps)
+
+    Forward mode, per row (tangents dx, dgain, dbias): with dxc = dx - mean(dx),
+    d var = 2 mean(xc dxc) and d (var + eps)^(-1/2) = -inv^3 mean(xc dxc), so::
+
+        dxhat = inv * (dxc - xhat * mean(xhat * dxc))
+        dy = dgain * xhat + gain * dxhat + dbias
 
     Params ``{"gain": [d], "bias": [d]}``, initialised to ones and zeros; the
     network's L2 penalty does not touch them.
@@ -382,7 +450,20 @@ def _layer_norm(eps: float) -> Layer:
                     - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
         return {"gain": jnp.sum(dy * xhat, axis=0), "bias": jnp.sum(dy, axis=0)}, dx
 
-    return Layer("layer_norm", init, forward, backward, spec("layer_norm", eps=eps), smooth=True)
+    def jvp(params, x, dparams, dx):
+        y, (xhat, inv) = forward(params, x)
+        dxc = dx - jnp.mean(dx, axis=-1, keepdims=True)
+        dxhat = inv * (dxc - xhat * jnp.mean(xhat * dxc, axis=-1, keepdims=True))
+        dy = dparams["gain"][None, :] * xhat + params["gain"][None, :] * dxhat + dparams["bias"][None, :]
+        return y, dy
+
+    def sq_norms(params, cache, dy, coef):
+        del params, coef  # no "W" leaf: L2 does not touch gain and bias
+        gain = jnp.sum((dy * cache.xhat) ** 2, axis=1)  # row i's dgain is dy_i * xhat_i
+        return gain + jnp.sum(dy * dy, axis=1)
+
+    return Layer("layer_norm", init, forward, backward, spec("layer_norm", eps=eps), smooth=True,
+                 jvp=jvp, sq_norms=sq_norms)
 
 
 # ------------------------------------------------------------------ composition
@@ -445,6 +526,46 @@ def chain_backward(layers, params, caches, dy):
     return grads, dy
 
 
+def _need_jvp(layer: Layer) -> Callable[..., tuple]:
+    if layer.jvp is None:
+        raise TypeError(f"layer {layer.name!r} has no jvp rule: forward mode (net.jvp, gnvp, loss_manual_jvp, "
+                        "hessian_free) needs Layer(..., jvp=lambda params, x, dparams, dx: (y, dy)).")
+    return layer.jvp
+
+
+def chain_jvp(layers, params, x, dparams, dx):
+    """``(y, dy)`` through every layer's forward-mode rule, in order (deterministic)."""
+    for layer, p, dp in zip(layers, params, dparams):
+        x, dx = _need_jvp(layer)(p, x, dp, dx)
+    return x, dx
+
+
+def layer_sq_norms(layer: Layer, params, cache, dy, coef):
+    """``[n]``: ``||dparams_i + coef * W||^2`` per row i, by ``layer.sq_norms`` or, without one,
+    by the layer's backward vmapped over rows (which forms each row's gradient, one layer at a time)."""
+    if layer.sq_norms is not None:
+        return layer.sq_norms(params, cache, dy, coef)
+
+    def one(c, d):
+        g = layer.backward(params, jax.tree.map(lambda a: a[None], c), d[None])[0]
+        if coef:
+            g = jax.tree_util.tree_map_with_path(
+                lambda path, a, p: a + coef * p if path and getattr(path[-1], "key", None) == "W" else a,
+                g, params)
+        return sum(jnp.sum(a * a) for a in jax.tree.leaves(g)) + jnp.zeros((), dy.dtype)
+
+    return jax.vmap(one)(cache, dy)
+
+
+def chain_sq_norms(layers, params, caches, dy, coef):
+    """``(sq [n], dx)``: per-row squared gradient norms summed over the layers, from the last to the first."""
+    sq = jnp.zeros(dy.shape[:1], dy.dtype)
+    for i in reversed(range(len(layers))):
+        sq = sq + layer_sq_norms(layers[i], params[i], caches[i], dy, coef)
+        dy = layers[i].backward(params[i], caches[i], dy)[1]  # only dx is used: XLA drops the unused dparams
+    return sq, dy
+
+
 @functools.lru_cache(maxsize=256)
 def _residual(inner: tuple) -> Layer:
     def init(key, in_width, dtype):
@@ -462,16 +583,25 @@ def _residual(inner: tuple) -> Layer:
         grads, dx = chain_backward(inner, params, caches, dy)
         return grads, dy + dx  # the skip path passes dy through unchanged
 
+    def jvp(params, x, dparams, dx):
+        h, dh = chain_jvp(inner, params, x, dparams, dx)
+        return x + h, dx + dh
+
+    def sq_norms(params, caches, dy, coef):
+        return chain_sq_norms(inner, params, caches, dy, coef)[0]
+
     name = "residual(" + ", ".join(layer.name for layer in inner) + ")"
     desc = spec("residual", inner=tuple(layer.spec for layer in inner))
+    # jvp always: chain_jvp's error names the inner layer that lacks a rule.
     return Layer(name, init, forward, backward, desc, random=any(layer.random for layer in inner),
-                 smooth=all(layer.smooth for layer in inner))
+                 smooth=all(layer.smooth for layer in inner), jvp=jvp, sq_norms=sq_norms)
 
 
 def residual(*inner: Layer) -> Layer:
     """A residual block ``y = x + inner(x)``, where ``inner`` is the layers in sequence.
 
     Backward: ``dx = dy + dx_inner`` (the skip path passes ``dy`` through);
+    forward mode: ``dy = dx + dh_inner``;
     the inner layers' gradients come from their own backwards. Params: the
     list of the inner layers' params. The inner layers must keep the width
     (checked when the network is built).

@@ -19,7 +19,9 @@ output ``y`` (``wrt="output"``: funcnn pushes it through the output
 activation's vector-Jacobian product) or with respect to the logits directly
 (``wrt="logits"``: a fused shortcut, valid only after the outputs listed in
 ``outputs``). ``dtargets`` is the gradient with respect to float targets
-(optional: without it the targets are not differentiable). ``LOSSES`` is the
+(optional: without it the targets are not differentiable). ``hess(z, y, t, d)``
+is the Hessian of ``value`` with respect to what ``wrt`` names, applied to ``d``
+(optional: only ``net.gnvp`` and ``hessian_free`` need it). ``LOSSES`` is the
 one table of built-in losses; which outputs each one fits lives on the value.
 
 The fused shortcuts: softmax + cross_entropy gives (p * sum_k t_k - t)/n, which
@@ -62,6 +64,9 @@ class Loss(NamedTuple):
     outputs: tuple[str, ...] | None = None  # names of the output activations it fits; None: any
     labels: bool = False  # also takes integer class labels [n] as t
     smooth: bool = False  # no kinks in z or t: finite differences need no kink detection
+    # (z, y, t, d) -> H d: the Hessian of ``value`` with respect to what ``wrt``
+    # names (y or z), applied to d [n, m] without forming it; None: no curvature.
+    hess: Callable[[Array, Array, Array, Array], Array] | None = None
 
 
 class LossFns(NamedTuple):
@@ -105,6 +110,13 @@ def _cross_entropy_dlogits(z, y, t):
     return (y * jnp.sum(T, axis=-1, keepdims=True) - T) / _n(z)
 
 
+def _cross_entropy_hess(z, y, t, d):
+    # The JVP of (p s - T)/n, s = sum_k T_k: dp s / n with dp = p (d - <p, d>),
+    # i.e. s (diag(p) - p p^T) d / n per row, never the [m, m] matrix. PSD for s >= 0.
+    T = _targets(t, z.shape[-1], y.dtype)
+    return y * (d - jnp.sum(y * d, axis=-1, keepdims=True)) * jnp.sum(T, axis=-1, keepdims=True) / _n(z)
+
+
 def _bce_value(z, y, t):
     del y
     return jnp.sum(jnp.logaddexp(z, 0) - t * z) / _n(z)
@@ -112,13 +124,15 @@ def _bce_value(z, y, t):
 
 LOSSES = {
     "mse": Loss("mse", _mse_value, lambda z, y, t: (y - t) / _n(z),
-                dtargets=lambda z, y, t: (t - y) / _n(z), smooth=True),
+                dtargets=lambda z, y, t: (t - y) / _n(z), smooth=True,
+                hess=lambda z, y, t, d: d / _n(z)),  # d2L/dy2 = I/n
     "cross_entropy": Loss("cross_entropy", _cross_entropy_value, _cross_entropy_dlogits, wrt="logits",
                           dtargets=lambda z, y, t: -jax.nn.log_softmax(z, axis=-1) / _n(z),
-                          outputs=("softmax",), labels=True, smooth=True),
+                          outputs=("softmax",), labels=True, smooth=True, hess=_cross_entropy_hess),
     "binary_cross_entropy": Loss("binary_cross_entropy", _bce_value, lambda z, y, t: (y - t) / _n(z),
                                  wrt="logits", dtargets=lambda z, y, t: -z / _n(z), outputs=("sigmoid",),
-                                 smooth=True),
+                                 smooth=True,
+                                 hess=lambda z, y, t, d: d * y * (1 - y) / _n(z)),  # d2L/dz2 = diag(s(1-s))/n
 }
 
 # loss name -> output activations it may follow (derived from LOSSES; read-only).

@@ -138,6 +138,32 @@ class Network(NamedTuple):
       random: some layer draws from a key (dropout).
       smooth: every layer, the output activation and the loss are smooth (no
         kinks), so finite differences need no kink detection.
+      jvp: ``(params, x, dparams, dx=None) -> (output, doutput)``: forward mode
+        by the layers' hand-derived rules and the output's JVP (no dropout);
+        ``dx=None`` means a zero input tangent.
+      loss_manual_jvp: ``(params, x, y) -> scalar``, the value of ``loss``
+        without dropout, registered with ``jax.custom_jvp`` whose rule is the
+        hand-derived JVP ``dL = <dL/dz, dz> + (lambda/n) <W, dW> (+ <dL/dt, dt>)``,
+        so ``jax.jvp``, ``jacfwd``, ``hessian`` and (by JAX transposing the
+        linear rule) ``jax.grad`` of it run on our rules.
+      hvp: ``(params, x, y, v) -> H v``, the product of the Hessian of ``loss``
+        (data + L2) with ``v`` (a pytree like params): forward mode over the
+        hand-derived backward (the R-operator applied to backprop), never
+        forming H.
+      gnvp: ``(params, x, y, v) -> G v``, the generalised Gauss-Newton product
+        ``J^T H_out J v + (lambda/n) v_W`` (Schraudolph 2002): for a loss with
+        ``wrt="logits"`` (cross-entropy after softmax, logistic after
+        sigmoid) J is the Jacobian of the logits and H_out the loss's Hessian
+        in the logits; for ``wrt="output"`` (mse) J is the Jacobian of the
+        outputs y = out(z) and H_out the loss's Hessian in y (I/n for mse), so G
+        is PSD even where the loss is not convex in the logits (mse after
+        sigmoid or softmax). Applied without forming J or H_out.
+      per_example_grads: ``(params, x, y) -> grads`` with a leading ``[n]``
+        axis on every leaf: entry i is ``grad(params, x[i:i+1], y[i:i+1])``
+        (so its L2 term is lambda W, the penalty of a batch of one).
+      per_example_grad_norms: ``(params, x, y) -> [n]``, the 2-norms of those
+        gradients, without forming them (dense: ||x_i||^2 ||dz_i||^2, Goodfellow
+        2015; see ``funcnn.layers.layer_sq_norms``).
     """
 
     spec: Any
@@ -160,6 +186,12 @@ class Network(NamedTuple):
     output_size: int
     random: bool
     smooth: bool
+    jvp: Callable[..., tuple] = None
+    loss_manual_jvp: Callable[..., Array] = None
+    hvp: Callable[..., Params] = None
+    gnvp: Callable[..., Params] = None
+    per_example_grads: Callable[..., Params] = None
+    per_example_grad_norms: Callable[..., Array] = None
 
 
 def network(layers, *, input_size: int, output="softmax", loss="cross_entropy", l2: float = 0.0) -> Network:
@@ -306,11 +338,105 @@ def build(layers: tuple, input_size: int, out: OutputActivation, crit: Loss, l2:
         check(params, x, y)
         return _vjp_loss(params, x, y, key)
 
+    curv = _curvature(layers, out, crit, fns, l2, check, run, total, grad)
     num_params = int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(template)))
     return Network(spec, num_params, init, apply, logits, predict, loss, grad, value_and_grad,
                    loss_manual_vjp, forward, backward, layers, out, crit, l2, input_size, m,
                    any(layer.random for layer in layers),
-                   all(layer.smooth for layer in layers) and out.smooth and crit.smooth)
+                   all(layer.smooth for layer in layers) and out.smooth and crit.smooth, *curv)
+
+
+def _need(piece, field: str, what: str, fix: str):
+    f = getattr(piece, field)
+    if f is None:
+        raise TypeError(f"{type(piece).__name__} {piece.name!r} has no {field}: {what} needs it; {fix}.")
+    return f
+
+
+def _tangent_check(name, tangent, like):
+    if jax.tree.structure(tangent) != jax.tree.structure(like) or _shapes(tangent) != _shapes(like):
+        raise ValueError(f"{name} must have the structure and shapes of params ({_shapes(like)}); "
+                         f"got {_shapes(tangent)}.")
+
+
+def _curvature(layers, out, crit, fns, l2, check, run, total, grad):
+    """The forward-mode and second-order functions of a network (see ``Network``'s attributes)."""
+
+    def logits_jvp(params, x, dparams, dx):
+        return _layers.chain_jvp(layers, params, x, dparams, dx)
+
+    def jvp(params, x, dparams, dx=None):
+        check(params, x)
+        _tangent_check("dparams", dparams, params)
+        dx = jnp.zeros_like(x) if dx is None else dx
+        if getattr(dx, "shape", None) != x.shape:
+            raise ValueError(f"dx must have x's shape {x.shape}; got {getattr(dx, 'shape', dx)}.")
+        z, dz = logits_jvp(params, x, dparams, dx)
+        y = out.fn(z)
+        return y, _need(out, "jvp", "forward mode", "give OutputActivation(..., jvp=...)")(z, y, dz)
+
+    def l2_dot(params, dparams, n):
+        # d/dt of l2/(2n) sum W^2 along dW: (l2/n) <W, dW>.
+        return l2 / n * sum(jnp.sum(w * dw) for w, dw in zip(losses.weights(params), losses.weights(dparams)))
+
+    @jax.custom_jvp
+    def _jvp_loss(params, x, y):
+        z, yout, _ = run(params, x, None)
+        return total(params, x, y, z, yout)
+
+    @_jvp_loss.defjvp
+    def _jvp_rule(primals, tangents):
+        params, x, y = primals
+        dparams, dx, dy = tangents
+        dx = jnp.zeros_like(x) if type(dx) is jax.custom_derivatives.SymbolicZero else dx
+        z, dz = logits_jvp(params, x, dparams, dx)
+        yout = out.fn(z)
+        dL = jnp.sum(fns.dlogits(z, yout, y) * dz)
+        if l2:
+            dL = dL + l2_dot(params, dparams, x.shape[0])
+        if jnp.issubdtype(y.dtype, jnp.floating):
+            # NaN, never a silent 0, when the loss defines no target gradient.
+            dt = jnp.full_like(y, jnp.nan) if fns.dtargets is None else fns.dtargets(z, yout, y)
+            dL = dL + jnp.sum(dt * dy)
+        return total(params, x, y, z, yout), dL
+
+    def loss_manual_jvp(params, x, y):
+        check(params, x, y)
+        return _jvp_loss(params, x, y)
+
+    def hvp(params, x, y, v):
+        check(params, x, y)
+        _tangent_check("v", v, params)
+        return jax.jvp(lambda p: grad(p, x, y), (params,), (v,))[1]
+
+    def gnvp(params, x, y, v):
+        check(params, x, y)
+        _tangent_check("v", v, params)
+        hess = _need(crit, "hess", "the Gauss-Newton product", "give Loss(..., hess=lambda z, y, t, d: H d)")
+        z, yout, cache = run(params, x, None)
+        _, jz = logits_jvp(params, x, v, jnp.zeros_like(x))  # J v in the logits
+        if crit.wrt == "logits":
+            hz = hess(z, yout, y, jz)
+        else:  # generalised Gauss-Newton of the outputs: J_y^T H_y J_y, J_y = out' J
+            ojvp = _need(out, "jvp", "the Gauss-Newton product", "give OutputActivation(..., jvp=...)")
+            hz = out.vjp(z, yout, hess(z, yout, y, ojvp(z, yout, jz)))
+        g, _ = _layers.chain_backward(layers, params, cache.layers, hz)  # J^T (H_out J v)
+        return losses.add_l2_grad(g, v, l2 / x.shape[0]) if l2 else g  # the penalty's Hessian: (l2/n) I on W
+
+    def per_example_grads(params, x, y):
+        check(params, x, y)
+        return jax.vmap(lambda xi, yi: grad(params, xi[None], yi[None]))(x, y)
+
+    def per_example_grad_norms(params, x, y):
+        check(params, x, y)
+        z, yout, cache = run(params, x, None)
+        # Row i of the batch's dL/dz is row i's own dL/dz divided by n (the loss is a
+        # mean over rows, each row independent), so n * dz is every row's alone.
+        dz = x.shape[0] * fns.dlogits(z, yout, y)
+        sq, _ = _layers.chain_sq_norms(layers, params, cache.layers, dz, l2)  # a batch of one: coef l2/1
+        return jnp.sqrt(sq)
+
+    return jvp, loss_manual_jvp, hvp, gnvp, per_example_grads, per_example_grad_norms
 
 
 def _shapes(tree):

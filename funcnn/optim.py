@@ -18,7 +18,8 @@ Named optimizers are chains of small ``scale_by_*`` transforms ending in
 evaluated at the number of updates done before this one: 0 on the first.
 
 The full-batch L-BFGS minimiser lives in ``funcnn.lbfgs`` and is re-exported
-here as ``lbfgs_minimize``.
+here as ``lbfgs_minimize``; the Hessian-free (truncated Newton) minimiser
+lives in ``funcnn.hessian_free`` and is re-exported as ``hessian_free``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import jax.numpy as jnp
 
 from funcnn import _checks, schedules as _schedules
 from funcnn.errors import InvalidArgument, InvalidType
+from funcnn.hessian_free import HessianFreeResult, hessian_free
 from funcnn.lbfgs import LBFGSResult, lbfgs_minimize
 from funcnn.schedules import (
     Schedule,
@@ -729,4 +731,7 @@ __all__ = [
     # Re-exported L-BFGS (funcnn.lbfgs).
     "LBFGSResult",
     "lbfgs_minimize",
+    # Re-exported Hessian-free (funcnn.hessian_free).
+    "HessianFreeResult",
+    "hessian_free",
 ]

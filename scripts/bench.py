@@ -10,6 +10,7 @@ machine does not favour whichever candidate ran before it.
     python scripts/bench.py                   # both sizes, table + JSON in bench_results/
     python scripts/bench.py --size digits --repeats 5
     python scripts/bench.py --size digits --models 0   # skip the K-model group
+    python scripts/bench.py --only curvature  # net.hvp and per-example gradient norms vs autodiff
 
 Optional peers: ``pip install -e ".[bench]"`` adds Flax+Optax and PyTorch (CPU);
 they are never dependencies of the library.
@@ -302,13 +303,73 @@ def first_epoch_seconds():
     return first, imports
 
 
+# ------------------------------------------------------------------ curvature and per-example gradients
+
+
+def _temp_mib(f, *args):
+    """Compiled temporary memory of ``jax.jit(f)(*args)`` in MiB (XLA's memory_analysis)."""
+    m = jax.jit(f).lower(*args).compile().memory_analysis()
+    return None if m is None else m.temp_size_in_bytes / 2**20
+
+
+def bench_curvature(size, repeats):
+    """Ratios of net.hvp and net.per_example_grad_norms against autodiff, and their compiled memory."""
+    cfg = SIZES[size]
+    net = funcnn.mlp(list(cfg["sizes"]), hidden="relu")
+    params = net.init(jax.random.key(0))
+    _, x, y = problem(size)
+    x, y = x[:128], y[:128]  # batch 128: per-example quantities at the MNIST-sized net's batch
+    v = jax.tree.map(jnp.ones_like, params)
+    ours_hvp = jax.jit(net.hvp)
+    auto_hvp = jax.jit(lambda p, x, y, v: jax.jvp(jax.grad(lambda q: net.loss(q, x, y)), (p,), (v,))[1])
+    ours_norms = jax.jit(net.per_example_grad_norms)
+
+    def vmap_norms(p, x, y):
+        g = jax.vmap(lambda xi, yi: jax.grad(net.loss)(p, xi[None], yi[None]))(x, y)
+        return jnp.sqrt(sum(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1) for a in jax.tree.leaves(g)))
+    auto_norms = jax.jit(vmap_norms)
+    t = interleaved_times({"net.hvp": lambda: ours_hvp(params, x, y, v),
+                           "jax.jvp(jax.grad(net.loss))": lambda: auto_hvp(params, x, y, v),
+                           "net.per_example_grad_norms": lambda: ours_norms(params, x, y),
+                           "vmap(grad) + norms": lambda: auto_norms(params, x, y)}, repeats)
+    mem = {"net.per_example_grad_norms": _temp_mib(net.per_example_grad_norms, params, x, y),
+           "vmap(grad) + norms": _temp_mib(vmap_norms, params, x, y),
+           "net.hvp": _temp_mib(net.hvp, params, x, y, v),
+           "jax.jvp(jax.grad(net.loss))": _temp_mib(auto_hvp, params, x, y, v)}
+    return {"seconds": t, "temp_mib": mem,
+            "hvp_speedup": t["jax.jvp(jax.grad(net.loss))"] / t["net.hvp"],
+            "norms_speedup": t["vmap(grad) + norms"] / t["net.per_example_grad_norms"]}
+
+
+def main_curvature(args):
+    report = {"device": str(jax.devices()[0]), "sizes": {}}
+    for size in (["digits", "mnist"] if args.size == "both" else [args.size]):
+        r = bench_curvature(size, args.repeats)
+        report["sizes"][size] = r
+        print(f"\n{size}: {'-'.join(map(str, SIZES[size]['sizes']))}, relu/softmax, batch 128, float32")
+        print(f"{'candidate':<32} {'ms/call':>9} {'temp MiB':>9}")
+        for name, sec in r["seconds"].items():
+            mib = r["temp_mib"][name]
+            print(f"{name:<32} {sec * 1e3:9.3f} {'n/a' if mib is None else f'{mib:9.2f}':>9}")
+        print(f"net.hvp vs jax.jvp(jax.grad): {r['hvp_speedup']:.2f}x; "
+              f"per-example norms vs vmap(grad): {r['norms_speedup']:.2f}x")
+    Path(args.out).mkdir(exist_ok=True)
+    path = Path(args.out) / "bench_curvature.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"results written to {path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=["digits", "mnist", "both"], default="both")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--models", type=int, default=32, help="K for the vmapped many-models row (0: skip)")
     ap.add_argument("--out", default="bench_results", help="folder for the JSON results")
+    ap.add_argument("--only", choices=["all", "curvature"], default="all",
+                    help="curvature: only the net.hvp and per-example gradient-norm rows")
     args = ap.parse_args()
+    if args.only == "curvature":
+        return main_curvature(args)
 
     report = {"device": str(jax.devices()[0]), "platform": platform.platform(), "cpus": os.cpu_count(),
               "jax": jax.__version__, "funcnn": funcnn.__version__, "sizes": {}}
