@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import __version__, checkpoint, config as cfglib, data, experiment, parallel, train
+from funcnn.app import playground
 from funcnn.gradcheck import gradcheck as _gradcheck
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -445,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_resume)
+
+    playground.register(sub)
     return ap
 
 
