@@ -22,9 +22,25 @@ from funcnn import config as cfglib
 
 # A run directory's checkpoints, in the order the playground prefers them.
 RUN_CHECKPOINTS = ("best.ckpt", "final.ckpt", "last.ckpt")
-# The empty border the training images leave around the digit, in pixels of the k x k image
-# (sklearn's 8x8 digits fill the frame; MNIST centres a 20x20 box in 28x28). Other sides: k/7.
-MARGINS = {8: 0, 28: 4}
+
+
+class Frame(NamedTuple):
+    """How a data set's images were drawn, so the playground can draw a person's strokes the same way."""
+
+    box: tuple[float, float]  # (height, width) in pixels of the k x k image that the digit is scaled into
+    pen: float  # the stroke width, in pixels of the k x k image
+
+
+# The bundled 8x8 digits (from 32x32 bitmaps counted in 4x4 blocks) span all 8 rows of every image
+# (measured: each of the 1797 has ink in rows 0 and 7) and mostly columns 1 to 6, with strokes about
+# 2 pixels wide; MNIST centres the digit in a 20x20 box of 28x28 with 2-3 pixel strokes. Other sides
+# get MNIST's proportions.
+FRAMES = {8: Frame((8.0, 7.0), 2.0), 28: Frame((20.0, 20.0), 2.4)}
+
+
+def frame(k: int) -> Frame:
+    """The ``Frame`` for images of side ``k`` (``FRAMES``, else MNIST's proportions)."""
+    return FRAMES.get(k, Frame((k * 20 / 28, k * 20 / 28), k * 2.4 / 28))
 SOFTMAX = activations.output("softmax")
 
 
@@ -35,7 +51,7 @@ class ImageModel(NamedTuple):
     params: list
     standardizer: data.Standardizer | None  # the run's training standardisation, or None
     side: int  # k: the image is k x k, input_size = k * k
-    margin: int  # empty border of the training images, in pixels (MARGINS)
+    frame: Frame  # how the training images were drawn (FRAMES)
     name: str  # the run's name (its directory), for the page title
     checkpoint: Path
     config: dict | None  # the run's resolved config, or None
@@ -90,7 +106,7 @@ def load(path) -> ImageModel:
     st = ckpt.extra.get("standardizer")
     stats = None if not st else data.Standardizer(jnp.asarray(st["mean"], dtype), jnp.asarray(st["std"], dtype))
     name = ckpt_path.parent.name if ckpt_path.parent.name else ckpt_path.stem
-    return ImageModel(ckpt.net, ckpt.params, stats, k, MARGINS.get(k, round(k / 7)), name, ckpt_path,
+    return ImageModel(ckpt.net, ckpt.params, stats, k, frame(k), name, ckpt_path,
                       ckpt.config, make_answer(ckpt.net, ckpt.params, stats))
 
 

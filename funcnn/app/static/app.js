@@ -2,23 +2,25 @@
 // Vanilla JS, no build step, nothing fetched from outside this server.
 "use strict";
 
-const PEN = 22;            // stroke width on the 280 px pad (about 1/12 of it, like a pen on paper)
+const PEN = 30;            // stroke width on the 280 px pad: thick, like the 8x8 digits' strokes
 const DEBOUNCE_MS = 60;    // at most one request per this many ms while drawing
 const $ = (id) => document.getElementById(id);
 
-const state = { model: null, pixels: null, answer: null, requests: 0, answered: 0, drawing: false, last: null };
+const state = { model: null, pixels: null, answer: null, requests: 0, answered: 0, drawing: false, last: null,
+  scheduled: false, strokes: [] };
 window.funcnnPlayground = state;  // what the browser test reads back
 
 // ---------------------------------------------------------------- drawing
 
 const pad = $("pad");
-const ctx = pad.getContext("2d", { willReadFrequently: true });
+const ctx = pad.getContext("2d");
 
 function clearPad() {
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, pad.width, pad.height);
   state.pixels = null;
   state.answer = null;
+  state.strokes = [];
   showEmpty();
 }
 
@@ -44,6 +46,7 @@ pad.addEventListener("pointerdown", (e) => {
   pad.setPointerCapture(e.pointerId);
   state.drawing = true;
   state.last = point(e);
+  state.strokes.push([state.last]);
   stroke(state.last, state.last);
   schedule();
 });
@@ -52,6 +55,7 @@ pad.addEventListener("pointermove", (e) => {
   const p = point(e);
   stroke(state.last, p);
   state.last = p;
+  state.strokes[state.strokes.length - 1].push(p);
   schedule();
 });
 for (const type of ["pointerup", "pointercancel"]) {
@@ -60,49 +64,56 @@ for (const type of ["pointerup", "pointercancel"]) {
 
 // ---------------------------------------------------------------- downsampling
 
-// The training images: the digit's bounding box scaled (aspect kept) to fill the k x k frame less a
-// margin (0 for the 8x8 digits, 4 for MNIST's 28x28), centred; each pixel the ink's area average, in [0, 1].
+// The training images were made from pen strokes: the digit scaled (aspect kept) into a box of the k x k
+// frame (the 8x8 digits: the full height; MNIST: 20x20), centred, drawn with a pen of a fixed width in image
+// pixels, each pixel the ink's area average in [0, 1]. The page keeps the strokes and does the same:
+// it redraws them at SUPER times the model's resolution with the model's pen, then averages SUPER x SUPER blocks.
+const SUPER = 4;
+const work = document.createElement("canvas");
+
 function downsample() {
-  const k = state.model.side, margin = state.model.margin;
-  const W = pad.width, H = pad.height;
-  const img = ctx.getImageData(0, 0, W, H).data;
-  let x0 = W, y0 = H, x1 = -1, y1 = -1;
-  const ink = new Float32Array(W * H);
-  for (let y = 0; y < H; y++) {
-    for (let x = 0; x < W; x++) {
-      const v = img[4 * (y * W + x)] / 255;
-      ink[y * W + x] = v;
-      if (v > 0.05) { if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y; }
-    }
+  const points = state.strokes.flat();
+  if (points.length === 0) return null;
+  const k = state.model.side, [boxH, boxW] = state.model.box, pen = state.model.pen;
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+  const minExtent = pad.height / 8;  // a dot or a short dash is not blown up to fill the frame
+  const scale = Math.min((boxH - pen) / Math.max(y1 - y0, minExtent), (boxW - pen) / Math.max(x1 - x0, minExtent));
+  const K = k * SUPER;
+  work.width = K;
+  work.height = K;
+  const c = work.getContext("2d", { willReadFrequently: true });
+  c.fillStyle = "#000";
+  c.fillRect(0, 0, K, K);
+  c.setTransform(SUPER * scale, 0, 0, SUPER * scale, SUPER * (k / 2 - scale * (x0 + x1) / 2),
+    SUPER * (k / 2 - scale * (y0 + y1) / 2));
+  c.strokeStyle = "#fff";
+  c.fillStyle = "#fff";
+  c.lineWidth = pen / scale;  // in pad units: the transform scales it to `pen` image pixels
+  c.lineCap = "round";
+  c.lineJoin = "round";
+  for (const line of state.strokes) {
+    c.beginPath();
+    c.moveTo(line[0][0], line[0][1]);
+    if (line.length === 1) c.lineTo(line[0][0] + 0.01, line[0][1]);
+    for (const [x, y] of line.slice(1)) c.lineTo(x, y);
+    c.stroke();
   }
-  if (x1 < 0) return null;  // nothing drawn
-  const box = Math.max(x1 - x0 + 1, y1 - y0 + 1);
-  const frame = box * k / (k - 2 * margin);   // the source square that maps onto the whole k x k image
-  const cx = (x0 + x1 + 1) / 2, cy = (y0 + y1 + 1) / 2;
-  const fx = cx - frame / 2, fy = cy - frame / 2, cell = frame / k;
+  const img = c.getImageData(0, 0, K, K).data;
   const out = new Array(k * k).fill(0);
-  for (let i = 0; i < k; i++) {
-    for (let j = 0; j < k; j++) {
-      // average over the source pixels whose centres fall in this cell (outside the pad counts as no ink)
-      const ya = fy + i * cell, yb = ya + cell, xa = fx + j * cell, xb = xa + cell;
-      let sum = 0, count = 0;
-      for (let y = Math.ceil(ya - 0.5); y + 0.5 < yb; y++) {
-        for (let x = Math.ceil(xa - 0.5); x + 0.5 < xb; x++) {
-          count++;
-          if (x >= 0 && y >= 0 && x < W && y < H) sum += ink[y * W + x];
-        }
-      }
-      out[i * k + j] = count ? Math.min(1, Math.max(0, sum / count)) : 0;
-    }
+  for (let y = 0; y < K; y++) {
+    for (let x = 0; x < K; x++) out[Math.floor(y / SUPER) * k + Math.floor(x / SUPER)] += img[4 * (y * K + x)];
   }
-  return out;
+  return out.map((v) => Math.min(1, v / (255 * SUPER * SUPER)));
 }
 
 // ---------------------------------------------------------------- talking to the server
 
 let timer = null;
 function schedule() {
-  if (timer === null) timer = setTimeout(() => { timer = null; predictNow(); }, DEBOUNCE_MS);
+  if (timer !== null) return;
+  state.scheduled = true;
+  timer = setTimeout(() => { timer = null; state.scheduled = false; predictNow(); }, DEBOUNCE_MS);
 }
 
 async function api(path, body) {
