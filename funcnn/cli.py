@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import __version__, checkpoint, config as cfglib, data, experiment, parallel, train
-from funcnn.app import playground
+from funcnn.app import explain, playground
 from funcnn.gradcheck import gradcheck as _gradcheck
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -448,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_resume)
 
     playground.register(sub)
+    explain.register(sub)
     return ap
 
 
