@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import __version__, checkpoint, config as cfglib, data, experiment, parallel, train
-from funcnn.app import explain, playground
+from funcnn.app import explain, mistakes, playground
 from funcnn.gradcheck import gradcheck as _gradcheck
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
@@ -124,6 +124,7 @@ def _try_plots(cfg, run_dir: Path, net, params, history, report, split) -> list[
     if split.x_train.shape[1] == 2:
         written.append(plots.plot_decision_boundary(net, params, split.x_test, split.y_test,
                                                     run_dir / "decision_boundary.png"))
+    written += mistakes.train_plots(run_dir, cfglib.config_to_dict(cfg), net, params, split)
     return [str(p) for p in written]
 
 
@@ -449,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     playground.register(sub)
     explain.register(sub)
+    mistakes.register(sub)
     return ap
 
 

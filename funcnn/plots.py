@@ -6,6 +6,8 @@ Every function here draws one figure and writes it to ``path`` as a PNG::
     plot_gradient_errors(report, path)               a GradcheckReport, per leaf and reference
     plot_decision_boundary(net, params, x, y, path)  2-D classifiers and regressors
     plot_curves(xs, series, path, xlabel=, ylabel=)  small generic helper for scripts
+    plot_image_grid(images, captions, path, ...)     images with a caption each (the mistakes)
+    plot_confusion(matrix, path)                     a confusion matrix as a heat map
 
 matplotlib is an optional dependency (``pip install "funcnn[plot]"``). It is
 imported inside each function, never at module import, so ``import funcnn``
@@ -26,7 +28,8 @@ import numpy as np
 
 from funcnn.network import describe
 
-__all__ = ["plot_history", "plot_gradient_errors", "plot_decision_boundary", "plot_curves"]
+__all__ = ["plot_history", "plot_gradient_errors", "plot_decision_boundary", "plot_curves", "plot_image_grid",
+           "plot_confusion"]
 
 # Reference colours stay fixed across plots so a reader can compare figures.
 _REFERENCE_COLOURS = {"reverse": "tab:blue", "forward": "tab:orange", "finite_diff": "tab:green"}
@@ -305,4 +308,57 @@ def plot_curves(xs, series: dict, path, *, xlabel: str, ylabel: str, logy: bool 
     ax.grid(alpha=0.3, which="both")
     if series:
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_image_grid(images, captions: Sequence[str], path, *, side: int, title: str, columns: int = 10) -> Path:
+    """Grey-scale images in a grid, each with its caption (e.g. the misclassified test images).
+
+    Args:
+      images: ``[n, side * side]`` row-major pixels in [0, 1] (ink bright on black), n >= 1.
+      captions: n short strings shown under the images.
+      side: the image side k.
+      title: the figure's title.
+    """
+    images = np.asarray(images, np.float64).reshape(-1, side, side)
+    n = images.shape[0]
+    if n == 0 or len(captions) != n:
+        raise ValueError(f"plot_image_grid needs n >= 1 images and n captions; got {n} images, "
+                         f"{len(captions)} captions.")
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig, axes = _figure(rows, cols, figsize=(1.25 * cols, 1.45 * rows + 0.5))
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(captions[i], fontsize=7.5)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(matrix, path, *, title: str = "confusion matrix") -> Path:
+    """A confusion matrix ``[classes, classes]`` (rows: true, columns: predicted) as a heat map with counts."""
+    cm = np.asarray(matrix)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
+        raise ValueError(f"plot_confusion needs a square [classes, classes] matrix; got shape {cm.shape}.")
+    k = cm.shape[0]
+    fig, axes = _figure(figsize=(0.45 * k + 2.2, 0.45 * k + 1.6))
+    ax = axes[0, 0]
+    # Colour by the fraction of each true class, so small classes show their errors too.
+    frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else ("tab:red" if i != j else "black"))
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
     return _save(fig, path)
