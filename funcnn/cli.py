@@ -23,6 +23,7 @@ import numpy as np
 from funcnn import __version__, checkpoint, config as cfglib, data, experiment, parallel, train
 from funcnn.app import explain, mistakes, playground
 from funcnn.gradcheck import gradcheck as _gradcheck
+from funcnn.network import describe
 
 EXIT_USAGE, EXIT_FAILED = 2, 1
 
@@ -118,12 +119,17 @@ def _try_plots(cfg, run_dir: Path, net, params, history, report, split) -> list[
         import matplotlib  # noqa: F401  (the optional extra)
     except ImportError:
         return []
-    written = [plots.plot_history(history, run_dir / "history.png", title=run_dir.name)]
+    # The title says what was trained (the run directory's name may be any --out, e.g. "tanh").
+    title = f"{describe(net)}, {cfg.optimizer.name} on {cfg.data.name}"
+    written = [plots.plot_history(history, run_dir / "history.png", title=title)]
     if report is not None:
         written.append(plots.plot_gradient_errors(report, run_dir / "gradcheck.png"))
+    std = split.standardizer is not None
     if split.x_train.shape[1] == 2:
         written.append(plots.plot_decision_boundary(net, params, split.x_test, split.y_test,
-                                                    run_dir / "decision_boundary.png"))
+                                                    run_dir / "decision_boundary.png", standardized=std))
+    if split.x_train.shape[1] == 1 and net.output_size == 1 and net.output.decide is None:
+        written.append(plots.plot_fit(net, params, split.x_test, split.y_test, run_dir / "fit.png", standardized=std))
     written += mistakes.train_plots(run_dir, cfglib.config_to_dict(cfg), net, params, split)
     return [str(p) for p in written]
 
