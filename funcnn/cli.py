@@ -30,9 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import __version__, _checks, _files, checkpoint, config as cfglib, data, experiment, parallel, train
-from funcnn.app import sweep
+from funcnn.app import explain, mistakes, playground, sweep
 from funcnn.errors import FuncnnError
 from funcnn.gradcheck import gradcheck as _gradcheck
+from funcnn.network import describe
 
 EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
@@ -203,12 +204,19 @@ def _try_plots(cfg, run_dir: Path, net, params, history, report, split) -> list[
     if not _will_plot(cfg):
         return []
     from funcnn import plots
-    written = [plots.plot_history(history, run_dir / "history.png", title=run_dir.name)]
+
+    # The title says what was trained (the run directory's name may be any --out, e.g. "tanh").
+    title = f"{describe(net)}, {cfg.optimizer.name} on {cfg.data.name}"
+    written = [plots.plot_history(history, run_dir / "history.png", title=title)]
     if report is not None:
         written.append(plots.plot_gradient_errors(report, run_dir / "gradcheck.png"))
+    std = split.standardizer is not None
     if split.x_train.shape[1] == 2:
         written.append(plots.plot_decision_boundary(net, params, split.x_test, split.y_test,
-                                                    run_dir / "decision_boundary.png"))
+                                                    run_dir / "decision_boundary.png", standardized=std))
+    if split.x_train.shape[1] == 1 and net.output_size == 1 and net.output.decide is None:
+        written.append(plots.plot_fit(net, params, split.x_test, split.y_test, run_dir / "fit.png", standardized=std))
+    written += mistakes.train_plots(run_dir, cfglib.config_to_dict(cfg), net, params, split)
     return [str(p) for p in written]
 
 
@@ -719,6 +727,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=cmd_resume)
+
+    playground.register(sub)
+    explain.register(sub)
+    mistakes.register(sub)
     sweep.register(sub, set_help, _new_run_dir, _write_text)  # sweep, config
     for p in sub.choices.values():
         p.add_argument("--no-compile-cache", action="store_true",

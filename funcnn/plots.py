@@ -6,6 +6,9 @@ Every function here draws one figure and writes it to ``path`` as a PNG::
     plot_gradient_errors(report, path)               a GradcheckReport, per leaf and reference
     plot_decision_boundary(net, params, x, y, path)  2-D classifiers and regressors
     plot_curves(xs, series, path, xlabel=, ylabel=)  small generic helper for scripts
+    plot_fit(net, params, x, y, path)                1-D regression: data and the fitted curve
+    plot_image_grid(images, captions, path, ...)     images with a caption each (the mistakes)
+    plot_confusion(matrix, path)                     a confusion matrix as a heat map
 
 matplotlib is an optional dependency (``pip install "funcnn[plot]"``). It is
 imported inside each function, never at module import, so ``import funcnn``
@@ -26,7 +29,8 @@ from funcnn import _files
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.network import describe
 
-__all__ = ["plot_history", "plot_gradient_errors", "plot_decision_boundary", "plot_curves"]
+__all__ = ["plot_history", "plot_gradient_errors", "plot_decision_boundary", "plot_curves", "plot_image_grid",
+           "plot_confusion", "plot_fit"]
 
 # Reference colours stay fixed across plots so a reader can compare figures.
 _REFERENCE_COLOURS = {"reverse": "tab:blue", "forward": "tab:orange", "finite_diff": "tab:green"}
@@ -119,6 +123,7 @@ def plot_history(history, path, *, title: str | None = None) -> Path:
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -127,7 +132,9 @@ def plot_gradient_errors(report, path) -> Path:
 
     One marker per (leaf, reference) on a log axis, leaves along the x axis;
     each tolerance is a dashed line naming the references it applies to. Exact
-    agreement (error 0) is drawn at 1e-18 and the axis label says so.
+    agreement (error 0) cannot sit on a log axis: it is drawn as a hollow marker
+    one decade below the smallest drawn value (so the axis is not stretched over
+    many empty decades) and a note in the plot says so.
 
     Args:
       report: a ``funcnn.GradcheckReport`` (``funcnn.gradcheck(...)``).
@@ -144,15 +151,22 @@ def plot_gradient_errors(report, path) -> Path:
     fig, axes = _figure(figsize=(max(5.0, 0.9 * len(leaves) + 2), 4))
     ax = axes[0, 0]
     width = 0.6 / max(len(refs), 1)
+    drawn = np.array([r.max_rel for r in report.rows] + [r.tolerance for r in report.rows], dtype=float)
+    drawn = drawn[np.isfinite(drawn) & (drawn > 0)]
+    zero_at = 10.0 ** (np.floor(np.log10(drawn.min())) - 1) if drawn.size else _LOG_FLOOR
     any_zero = False
     for j, ref in enumerate(refs):
         colour = _REFERENCE_COLOURS.get(ref)
         rows = {r.path: r for r in report.rows if r.reference == ref}
-        xs = [i + (j - (len(refs) - 1) / 2) * width for i, leaf in enumerate(leaves) if leaf in rows]
+        xs = np.array([i + (j - (len(refs) - 1) / 2) * width for i, leaf in enumerate(leaves) if leaf in rows])
         errs = np.array([rows[leaf].max_rel for leaf in leaves if leaf in rows], dtype=float)
-        any_zero |= bool(np.any(errs == 0))
-        errs = np.where(np.isfinite(errs), np.maximum(errs, _LOG_FLOOR), np.nan)
-        ax.scatter(xs, errs, color=colour, label=ref, zorder=3)
+        zero = errs == 0
+        any_zero |= bool(np.any(zero))
+        errs = np.where(np.isfinite(errs), errs, np.nan)
+        ax.scatter(xs[~zero], errs[~zero], color=colour, label=ref, zorder=3)
+        if np.any(zero):
+            ax.scatter(xs[zero], np.full(int(zero.sum()), zero_at), facecolors="none", edgecolors=colour, zorder=3,
+                       label=f"{ref}: exactly 0")
     # One dashed line per distinct tolerance, naming the references it applies to
     # (reverse and forward share one), in their colour when it is a single one.
     tolerances = {}
@@ -167,11 +181,15 @@ def plot_gradient_errors(report, path) -> Path:
     ax.set_yscale("log")
     ax.set_xticks(range(len(leaves)), leaves, rotation=45 if len(leaves) > 6 else 0)
     ax.set_xlim(-0.5, len(leaves) - 0.5)
-    ylabel = "max |manual - ref| / max |ref|"
-    ax.set(xlabel="leaf", ylabel=ylabel + (f"  (0 drawn at {_LOG_FLOOR:.0e})" if any_zero else ""))
-    ax.set_title(getattr(report, "title", "gradient check"), fontsize=8)
+    ax.set(xlabel="leaf", ylabel="relative error")
+    ax.set_title(getattr(report, "title", "gradient check") + "\nrelative error = max |manual - ref| / max |ref|",
+                 fontsize=8)
+    if any_zero:
+        ax.annotate(f"hollow: exactly 0 (drawn at {zero_at:.0e})", (0.01, 0.01), xycoords="axes fraction",
+                    fontsize=7, color="0.3")
     ax.grid(alpha=0.3, which="both", axis="y")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -183,7 +201,8 @@ def _labels_for_colour(y) -> np.ndarray:
     return y.reshape(y.shape[0])
 
 
-def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) -> Path:
+def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200, split: str = "test",
+                           standardized: bool = False) -> Path:
     """The network's prediction over the plane, with the data points on top.
 
     A grid of ``resolution x resolution`` points spans the data plus a 10 %
@@ -199,6 +218,8 @@ def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) ->
       y: labels ``[n]`` (int), one-hot rows ``[n, m]`` or targets ``[n, 1]``.
       path: the PNG to write; parent folders are created.
       resolution: grid points per axis (>= 2).
+      split: which data the points are, for the legend ("test", "train", ...).
+      standardized: the inputs are standardised features (the axis labels say so).
 
     Returns:
       ``Path(path)``.
@@ -249,8 +270,55 @@ def plot_decision_boundary(net, params, x, y, path, *, resolution: int = 200) ->
         fig.colorbar(cs, ax=ax, ticks=range(m), label="predicted class")
     scatter_cmap = "tab10" if m > 1 else ("RdBu_r" if net.output.decide is not None else "viridis")
     kw = {"vmin": 0, "vmax": 9} if m > 1 else {}
-    ax.scatter(x[:, 0], x[:, 1], c=labels, cmap=scatter_cmap, edgecolors="k", linewidths=0.5, s=18, **kw)
-    ax.set(xlabel="x[:, 0]", ylabel="x[:, 1]", title=describe(net))
+    points = ax.scatter(x[:, 0], x[:, 1], c=labels, cmap=scatter_cmap, edgecolors="k", linewidths=0.5, s=18, **kw)
+    if net.output.decide is not None:  # classes: one legend entry each
+        handles, _ = points.legend_elements()
+        classes = np.unique(labels)
+        ax.legend(handles, [f"class {int(c)}" for c in classes], title=f"{split} points", fontsize=7,
+                  title_fontsize=7, loc="best", framealpha=0.8)
+    else:
+        ax.annotate(f"points: the {split} split", (0.01, 0.01), xycoords="axes fraction", fontsize=7)
+    unit = " (standardised)" if standardized else ""
+    ax.set(xlabel=f"x[:, 0]{unit}", ylabel=f"x[:, 1]{unit}", title=describe(net))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_fit(net, params, x, y, path, *, split: str = "test", standardized: bool = False) -> Path:
+    """A 1-D regression: the data points and the network's curve over their range.
+
+    Args:
+      net: a network with one input and one output.
+      params: its parameters.
+      x: inputs ``[n, 1]``; y: targets ``[n]`` or ``[n, 1]``.
+      path: the PNG to write.
+      split: which data the points are, for the legend.
+      standardized: the inputs are standardised (the axis label says so).
+
+    Raises:
+      ValueError: not one input and one output, or x and y of different lengths.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if net.input_size != 1 or net.output_size != 1 or x.ndim != 2 or x.shape[1] != 1:
+        raise ValueError(f"plot_fit needs a network of 1 input and 1 output and x [n, 1]; got input_size "
+                         f"{net.input_size}, output_size {net.output_size}, x {x.shape}.")
+    y = y.reshape(y.shape[0], -1)[:, 0] if y.size == x.shape[0] else None
+    if y is None:
+        raise ValueError(f"y must hold one target per sample ({x.shape[0]}).")
+    import jax
+    import jax.numpy as jnp
+
+    grid = np.linspace(x.min(), x.max(), 400)[:, None]  # [400, 1]
+    dtype = jax.tree.leaves(params)[0].dtype
+    curve = np.asarray(net.apply(params, jnp.asarray(grid, dtype)), np.float64)[:, 0]
+    fig, axes = _figure(figsize=(6, 4))
+    ax = axes[0, 0]
+    ax.scatter(x[:, 0], y, s=10, color="0.55", label=f"{split} data")
+    ax.plot(grid[:, 0], curve, color="tab:red", linewidth=2, label="network")
+    ax.set(xlabel="x" + (" (standardised)" if standardized else ""), ylabel="y", title=describe(net))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -298,4 +366,57 @@ def plot_curves(xs, series: dict, path, *, xlabel: str, ylabel: str, logy: bool 
     ax.grid(alpha=0.3, which="both")
     if series:
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_image_grid(images, captions: Sequence[str], path, *, side: int, title: str, columns: int = 10) -> Path:
+    """Grey-scale images in a grid, each with its caption (e.g. the misclassified test images).
+
+    Args:
+      images: ``[n, side * side]`` row-major pixels in [0, 1] (ink bright on black), n >= 1.
+      captions: n short strings shown under the images.
+      side: the image side k.
+      title: the figure's title.
+    """
+    images = np.asarray(images, np.float64).reshape(-1, side, side)
+    n = images.shape[0]
+    if n == 0 or len(captions) != n:
+        raise ValueError(f"plot_image_grid needs n >= 1 images and n captions; got {n} images, "
+                         f"{len(captions)} captions.")
+    cols = min(columns, n)
+    rows = -(-n // cols)
+    fig, axes = _figure(rows, cols, figsize=(1.25 * cols, 1.45 * rows + 0.5))
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(captions[i], fontsize=7.5)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_confusion(matrix, path, *, title: str = "confusion matrix") -> Path:
+    """A confusion matrix ``[classes, classes]`` (rows: true, columns: predicted) as a heat map with counts."""
+    cm = np.asarray(matrix)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
+        raise ValueError(f"plot_confusion needs a square [classes, classes] matrix; got shape {cm.shape}.")
+    k = cm.shape[0]
+    fig, axes = _figure(figsize=(0.45 * k + 2.2, 0.45 * k + 1.6))
+    ax = axes[0, 0]
+    # Colour by the fraction of each true class, so small classes show their errors too.
+    frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if frac[i, j] > 0.5 else ("tab:red" if i != j else "black"))
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
     return _save(fig, path)

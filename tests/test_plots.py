@@ -101,3 +101,71 @@ def test_plot_curves(tmp_path):
     assert_png(out, target)
     with pytest.raises(ValueError, match="xs has 3"):
         plots.plot_curves([1, 2, 3], {"a": [1.0]}, tmp_path / "c.png", xlabel="x", ylabel="y")
+
+
+def _snapshot(ax) -> dict:
+    """What the tests read from an axes, taken before ``_save`` releases the figure."""
+    legend = ax.get_legend()
+    return {"ylim": ax.get_ylim(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+            "label_box": ax.yaxis.label.get_window_extent(), "frame": ax.get_window_extent(),
+            "collections": [(c.get_label(), np.asarray(c.get_offsets())) for c in ax.collections],
+            "lines": [line.get_data() for line in ax.get_lines()],
+            "legend": None if legend is None else (legend.get_title().get_text(),
+                                                   [t.get_text() for t in legend.get_texts()])}
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Snapshots of the first axes of each figure drawn (taken before saving; the PNG is still written)."""
+    drawn = []
+    save = plots._save
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        drawn.append(_snapshot(fig.axes[0]))
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return drawn
+
+
+def test_gradient_errors_draw_exact_zeros_near_the_data_and_the_label_fits(tmp_path, figures):
+    from funcnn.gradcheck import Comparison, GradcheckReport
+
+    rows = [Comparison("[0]['W']", 0, "reverse", 2e-7, 2e-7, 1.0, (0,), 1e-4, True, 0),
+            Comparison("[0]['b']", 0, "reverse", 0.0, 0.0, 1.0, (0,), 1e-4, True, 0)]
+    plots.plot_gradient_errors(GradcheckReport("gradcheck: 2-1 identity", "float32", tuple(rows), None, 1e-3),
+                               tmp_path / "g.png")
+    ax = figures[-1]
+    assert ax["ylim"][0] > 1e-9  # the zero sits one decade below 2e-7, not at 1e-18
+    zeros = [off for name, off in ax["collections"] if name == "reverse: exactly 0"]
+    assert len(zeros) == 1 and zeros[0][0][1] == pytest.approx(1e-8)
+    label, frame = ax["label_box"], ax["frame"]
+    assert label.height <= frame.height and label.y1 <= frame.y1 + 1  # the label does not run into the title
+
+
+def test_decision_boundary_has_a_class_legend_and_says_standardised(tmp_path, figures):
+    net = funcnn.mlp([2, 4, 3], hidden="tanh")
+    params = net.init(jax.random.key(0))
+    x = np.random.default_rng(1).normal(size=(12, 2)).astype(np.float32)
+    plots.plot_decision_boundary(net, params, x, np.arange(12) % 3, tmp_path / "b.png", resolution=20,
+                                 standardized=True)
+    ax = figures[-1]
+    assert ax["legend"] == ("test points", ["class 0", "class 1", "class 2"])
+    assert ax["xlabel"] == "x[:, 0] (standardised)" and ax["ylabel"] == "x[:, 1] (standardised)"
+
+
+def test_plot_fit_draws_the_network_over_the_data(tmp_path, figures):
+    net = funcnn.mlp([1, 8, 1], hidden="tanh", output="identity", loss="mse")
+    params = net.init(jax.random.key(0))
+    x = np.linspace(-2, 2, 15, dtype=np.float32)[:, None]
+    target = tmp_path / "fit.png"
+    assert_png(plots.plot_fit(net, params, x, np.sin(x), target), target)
+    ax = figures[-1]
+    ((gx, gy),) = ax["lines"]
+    assert gx[0] == pytest.approx(-2) and gx[-1] == pytest.approx(2)
+    W0, b0, W1, b1 = (np.asarray(params[i][k], np.float64) for i in (0, 1) for k in ("W", "b"))
+    np.testing.assert_allclose(gy, (np.tanh(gx[:, None] @ W0 + b0) @ W1 + b1)[:, 0], rtol=1e-5, atol=1e-6)
+    assert len(ax["collections"][0][1]) == 15
+    with pytest.raises(ValueError, match="1 input and 1 output"):
+        plots.plot_fit(funcnn.mlp([2, 3, 1], output="identity", loss="mse"), params, x, x, tmp_path / "no.png")

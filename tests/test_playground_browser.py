@@ -1,0 +1,145 @@
+"""The playground page in a real browser: Debian's headless Chromium driven by selenium.
+
+Draws a stroke with pointer events, waits for the bars, and checks that the
+label shown equals the API's answer for the pixels the page sent, that the
+bars, hidden strips and the test-image grid appear, and that the console has
+no errors; saves a screenshot (``FUNCNN_SCREENSHOT=path`` to keep it;
+``FUNCNN_PLAYGROUND_RUN=run_dir`` serves that run instead of the tiny test run:
+that is how ``docs/playground.png`` is made, see the README).
+
+Skipped, with the reason, where Chromium, chromedriver or selenium is missing,
+except under CI (``CI=true``), where that is a failure: ``.ci/run`` installs them.
+"""
+import http.client
+import itertools
+import json
+import math
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from app_helpers import digits_run
+
+from funcnn.app import imagemodel, playground
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _missing() -> str | None:
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium is not installed (pip install -e '.[dev]')"
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        return "Chromium or chromedriver is not installed (apt-get install chromium chromium-driver)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def served():
+    why = _missing()
+    if why is not None:
+        if IN_CI:
+            pytest.fail(f"the browser test must run in CI, but {why}")
+        pytest.skip(why)
+    model = imagemodel.load(os.environ.get("FUNCNN_PLAYGROUND_RUN") or digits_run())
+    srv = playground.make_server(model, playground.load_samples(model, None), port=0)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    host, port = srv.server_address[:2]
+    yield f"http://{host}:{port}/", model.name
+    srv.shutdown()
+    srv.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser(served, tmp_path_factory):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    # No network here: every flag below stops Chromium calling home (and logging the refusals).
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1240,1000",
+                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(driver, js: str, what: str, timeout: float = 20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = driver.execute_script(js)
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _api_label(url: str, pixels) -> int:
+    host, port = url.split("//")[1].strip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("POST", "/api/predict", json.dumps({"pixels": pixels}), {"Content-Type": "application/json"})
+    r = conn.getresponse()
+    doc = json.loads(r.read())
+    conn.close()
+    assert r.status == 200, doc
+    return doc["label"]
+
+
+def test_drawing_a_stroke_shows_the_apis_answer(browser, served, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    url, run_name = served
+    browser.get(url)
+    _wait(browser, "return document.body.dataset.state === 'ready'", "the page to load the model")
+    assert f"run {run_name}:" in browser.find_element(By.ID, "model-info").text
+    pad = browser.find_element(By.ID, "pad")
+    # A "0": an ellipse 110 x 190 pad pixels around the centre, drawn with pointer events.
+    chain = ActionChains(browser, duration=10)
+    ring = [(round(55 * math.sin(2 * math.pi * i / 24)), round(-95 * math.cos(2 * math.pi * i / 24)))
+            for i in range(25)]
+    chain.move_to_element_with_offset(pad, *ring[0]).click_and_hold()
+    for (x0, y0), (x1, y1) in itertools.pairwise(ring):
+        chain.move_by_offset(x1 - x0, y1 - y0)
+    chain.release().perform()
+    done = ("const s = window.funcnnPlayground; return !s.drawing && !s.scheduled && s.requests > 0 "
+            "&& s.answered === s.requests && document.body.dataset.state === 'answered';")
+    _wait(browser, done, "the answer to the last drawing")
+    pixels = browser.execute_script("return window.funcnnPlayground.pixels;")
+    assert len(pixels) == 64 and all(0 <= p <= 1 for p in pixels) and max(pixels) > 0.5
+    assert max(pixels[27:29] + pixels[35:37]) < max(pixels) / 2  # the ring's hole stays dark at the centre
+    shown = browser.find_element(By.ID, "label").text
+    assert shown == str(_api_label(url, pixels))
+    bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+    assert len(bars) == 10
+    top = [b for b in bars if "top" in b.get_attribute("class").split()]
+    assert [t.find_element(By.CSS_SELECTOR, ".cls").text for t in top] == [shown]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#hidden .layer canvas")) == 1
+    assert " units (min " in browser.find_element(By.CSS_SELECTOR, "#hidden .layer .name").text
+
+    browser.find_element(By.ID, "samples-button").click()
+    _wait(browser, "return document.querySelectorAll('#samples .sample').length === 24", "24 test images")
+    assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None  # no error toast
+
+    shot = Path(os.environ.get("FUNCNN_SCREENSHOT") or tmp_path / "playground.png")
+    browser.execute_script("window.scrollTo(0, 0);")
+    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+    errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert errors == [], errors
