@@ -18,8 +18,22 @@ Public API (one obvious place for each thing)::
     funcnn.parallel                        data-parallel meshes, multi-host initialisation
     funcnn.plots                           optional matplotlib figures (needs the "plot" extra)
 """
-from funcnn import (activations, checkpoint, config, data, errors, gradcheck, initializers, layers, losses,
-                    metrics, optim, parallel, shuffle, train)
+from funcnn import (
+                    activations,
+                    checkpoint,
+                    config,
+                    data,
+                    errors,
+                    gradcheck,
+                    initializers,
+                    layers,
+                    losses,
+                    metrics,
+                    optim,
+                    parallel,
+                    shuffle,
+                    train,
+)
 from funcnn.gradcheck import GradcheckReport
 from funcnn.mlp import MLP, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
 from funcnn.network import Cache, Network, NetworkSpec, network

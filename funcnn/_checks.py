@@ -11,7 +11,7 @@ Every message names the argument, what was given and what is allowed.
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 import numpy as np
@@ -76,7 +76,7 @@ def positive_int(name: str, value) -> int:
 def probability(name: str, value, *, upper_open: bool = True) -> float:
     """Checks 0 <= value < 1 (or <= 1 when ``upper_open`` is False)."""
     ok = isinstance(value, (int, float, np.floating)) and not isinstance(value, bool)
-    ok = ok and 0.0 <= value and (value < 1.0 if upper_open else value <= 1.0)
+    ok = ok and value >= 0.0 and (value < 1.0 if upper_open else value <= 1.0)
     if not ok:
         rng = "[0, 1)" if upper_open else "[0, 1]"
         raise InvalidArgument(f"{name} must be a number in {rng}; got {value!r}.")

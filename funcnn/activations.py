@@ -33,7 +33,8 @@ are what checkpoints record, so a user's value may not reuse a built-in name.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -64,10 +64,12 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from funcnn import _checks, _files, data as _data
+from funcnn import _checks, _files
+from funcnn import data as _data
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.mlp import MLPSpec, from_spec, spec_from_dict
-from funcnn.network import Network, NetworkSpec, spec_from_dict as network_spec_from_dict
+from funcnn.network import Network, NetworkSpec
+from funcnn.network import spec_from_dict as network_spec_from_dict
 from funcnn.optim import GradientTransformation
 from funcnn.train import TrainState
 
@@ -308,7 +310,7 @@ def _check_params_match(params, net: Network):
     if jax.tree.structure(params) != jax.tree.structure(want):
         raise InvalidArgument(f"state.params must have the structure of net.init's params "
                          f"({jax.tree.structure(want)}); got structure {jax.tree.structure(params)}.")
-    for (name, where, p), (_, _, w) in zip(_param_entries(params), _param_entries(want)):
+    for (_, where, p), (_, _, w) in zip(_param_entries(params), _param_entries(want)):
         if tuple(np.shape(p)) != w.shape:
             raise InvalidArgument(f"state.params{where} has shape {tuple(np.shape(p))}, but the network "
                              f"needs {w.shape}.")

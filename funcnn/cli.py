@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import errno
+import importlib.util
 import io
 import json
-import importlib.util
 import math
 import os
 import stat
@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import __version__, _checks, _files, checkpoint, config as cfglib, data, experiment, parallel, train
+from funcnn import __version__, _checks, _files, checkpoint, data, experiment, parallel, train
+from funcnn import config as cfglib
 from funcnn.app import explain, mistakes, playground, sweep
 from funcnn.errors import FuncnnError
 from funcnn.gradcheck import gradcheck as _gradcheck
@@ -532,7 +533,7 @@ def _load_inputs(path: str, target: str | None, num_features: int):
                 if "x" not in z:
                     raise UserError(f"{path} must hold an array named 'x' (and 'y' for evaluate); it has "
                                     f"{list(z)}.")
-                return z["x"], (z["y"] if "y" in z else None)
+                return z["x"], z.get("y")
         x, y = _npy(p, read)
     elif p.suffix == ".csv":
         x, y = (data.load_csv_features(p), None) if target is None else data.load_csv(p, target=target)

@@ -483,7 +483,7 @@ def _parse_override(item) -> tuple[str, str, object]:
         if text.lower() in ("none", "null"):
             return section, key, None
         rest = tuple(a for a in typing.get_args(hint) if a is not type(None))
-        hint = rest[0] if len(rest) == 1 else typing.Union[rest]  # str | tuple[str, ...] | None: both stay
+        hint = rest[0] if len(rest) == 1 else typing.Union[rest]  # noqa: UP007 - built at run time; str | tuple[str, ...] | None: both stay
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint):
         try:  # a list of names if it parses as one, else one bare name
             value = tomllib.loads(f"v = {text}")["v"]
@@ -510,7 +510,7 @@ def _typed(key: str, value, hint):
         if value is None:
             return None
         rest = tuple(a for a in typing.get_args(hint) if a is not type(None))
-        hint = rest[0] if len(rest) == 1 else typing.Union[rest]  # str | tuple[str, ...] | None: both stay
+        hint = rest[0] if len(rest) == 1 else typing.Union[rest]  # noqa: UP007 - built at run time; str | tuple[str, ...] | None: both stay
     if hint is bool:
         ok, want = isinstance(value, bool), "true or false"
     elif hint is int:

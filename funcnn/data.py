@@ -19,15 +19,15 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import math
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks
-from funcnn.datasets import (_check_key, _float_dtype, make_moons, make_sine, make_spirals,
-                             make_two_lines, make_xor)
+from funcnn.datasets import _check_key, _float_dtype, make_moons, make_sine, make_spirals, make_two_lines, make_xor
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.readers import MNIST_FILES, load_csv, load_csv_features, load_idx, load_mnist
 

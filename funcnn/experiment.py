@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -242,7 +243,8 @@ def run(cfg: Config, split: Split | None = None, *, state: train.TrainState | No
         state, history = train.fit(
             net, opt, (split.x_train, targets(net, split.y_train)), epochs=epochs or t.epochs,
             batch_size=t.batch_size or split.x_train.shape[0],
-            state=initial_state(cfg, net, opt) if state is None else state, validation=validation, grad=t.grad, drop_last=t.drop_last,
+            state=initial_state(cfg, net, opt) if state is None else state, validation=validation, grad=t.grad,
+            drop_last=t.drop_last,
             early_stopping=t.early_stopping, callback=callback, dtype=dtype_of(cfg), mesh=mesh,
             first_epoch=first_epoch, best=best)
     jax.block_until_ready(state.params)

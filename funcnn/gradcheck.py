@@ -57,7 +57,8 @@ from __future__ import annotations
 import functools
 import sys
 import types
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -609,10 +610,7 @@ def check_activation(act, *, dtype="float64", points=None, batch: int = 3) -> Gr
         theta, theta64 = jnp.asarray(z, dtype), jnp.asarray(z, jnp.float64)
         c = _cotangents(theta, 1, 0, dtype)[0]
         c64 = _cast(c, jnp.float64)
-        if output:
-            manual = act.vjp(theta, act.fn(theta), c)
-        else:
-            manual = c * act.grad(theta, act.fn(theta))
+        manual = act.vjp(theta, act.fn(theta), c) if output else c * act.grad(theta, act.fn(theta))
         _check_structure(f"activation {act.name}: {'vjp' if output else 'grad'}", manual, theta, ("dz",))
         prob = _Problem(lambda t: jnp.sum(c * act.fn(t)), lambda t: jnp.sum(c64 * act.fn(t)), theta, theta64,
                         manual, act.smooth, lambda path: "z", lambda path: act.name, lambda path: 0)

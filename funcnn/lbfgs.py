@@ -42,7 +42,8 @@ compiles the whole minimisation, and ``vmap`` over starting points works.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -31,7 +31,8 @@ mse's dL/dy = (y - t)/n goes through the output's VJP.
 from __future__ import annotations
 
 import types
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -29,13 +29,15 @@ The loss is the mean data loss plus lambda/(2n) * sum of squared weights
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import _checks, activations, initializers, layers, losses, network as _network
+from funcnn import _checks, activations, initializers, layers, losses
+from funcnn import network as _network
 from funcnn.activations import Activation
 from funcnn.datasets import _check_key
 from funcnn.errors import InvalidArgument, InvalidType

@@ -26,17 +26,19 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import _checks, activations, layers as _layers, losses
+from funcnn import _checks, activations, losses
+from funcnn import layers as _layers
 from funcnn.activations import OutputActivation
 from funcnn.datasets import _check_key
 from funcnn.errors import InvalidArgument, InvalidType
-from funcnn.layers import DenseCache, Layer
+from funcnn.layers import DenseCache
 from funcnn.losses import Loss
 
 Array = jax.Array

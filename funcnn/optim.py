@@ -24,12 +24,14 @@ lives in ``funcnn.hessian_free`` and is re-exported as ``hessian_free``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 
-from funcnn import _checks, schedules as _schedules
+from funcnn import _checks
+from funcnn import schedules as _schedules
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.hessian_free import HessianFreeResult, hessian_free
 from funcnn.lbfgs import LBFGSResult, lbfgs_minimize
@@ -50,7 +52,7 @@ Array = jax.Array
 Params = Any  # a pytree of arrays
 Updates = Params  # same structure as params
 OptState = Any  # a NamedTuple, or a tuple of them, with array leaves
-ScalarOrSchedule = Union[float, Schedule]
+ScalarOrSchedule = Union[float, Schedule]  # noqa: UP007 - a runtime alias, kept for Python 3.10
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
@@ -416,10 +418,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
     def update(updates, state, params=None):
         del params
         v = jax.tree.map(lambda t, g: decay * t + g, state.trace, updates)
-        if nesterov:
-            updates = jax.tree.map(lambda g, t: g + decay * t, updates, v)
-        else:
-            updates = v
+        updates = jax.tree.map(lambda g, t: g + decay * t, updates, v) if nesterov else v
         return updates, TraceState(trace=v)
 
     return GradientTransformation(init, update)

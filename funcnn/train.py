@@ -38,14 +38,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from funcnn import _checks, activations, data as _data, parallel, shuffle
+from funcnn import _checks, activations, parallel, shuffle
+from funcnn import data as _data
 from funcnn.datasets import _check_key
 from funcnn.errors import FuncnnError, InvalidArgument, InvalidType
 from funcnn.optim import GradientTransformation, apply_updates

@@ -155,8 +155,9 @@ def print_ratios(rows) -> None:
 def plot(rows, out: Path):
     """Median time per scope, manual against autodiff; None without matplotlib."""
     try:
-        from funcnn.plots import plot_curves
         import matplotlib  # noqa: F401
+
+        from funcnn.plots import plot_curves
     except ImportError:
         return None
     scopes = list(dict.fromkeys(r["scope"] for r in rows))

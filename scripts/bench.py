@@ -211,7 +211,8 @@ def bench_size(size, repeats, k_models):
     # A layer-norm + residual network of the same widths: hand-derived vs autodiff.
     w = cfg["sizes"][1]
     ln_res = funcnn.network([layers.dense(w, "relu"), layers.layer_norm(),
-                             layers.residual(layers.dense(w, "relu"), layers.layer_norm()), layers.dense(cfg["sizes"][-1])],
+                             layers.residual(layers.dense(w, "relu"), layers.layer_norm()),
+                             layers.dense(cfg["sizes"][-1])],
                             input_size=cfg["sizes"][0])
     ln_state = train.init_state(ln_res, opt, key=jax.random.key(0))
     for grad in ("manual", "autodiff"):

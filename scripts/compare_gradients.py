@@ -139,8 +139,9 @@ def print_summary(rows, dtypes) -> None:
 def plot(rows, activations, dtypes, out: Path):
     """Worst error per hidden activation, one curve per (reference, dtype); None without matplotlib."""
     try:
-        from funcnn.plots import plot_curves
         import matplotlib  # noqa: F401
+
+        from funcnn.plots import plot_curves
     except ImportError:
         return None
     hidden = [a for a in ("-",) + tuple(activations) if any(r["hidden"] == a for r in rows)]
@@ -167,7 +168,8 @@ def parse_args(argv):
                     help="dtypes of the manual/reverse/forward gradients (default: both)")
     ap.add_argument("--width", type=int, default=16, help="hidden layer width (default: 16)")
     ap.add_argument("--batch", type=int, default=32, help="samples in the random batch (default: 32)")
-    ap.add_argument("--repeats", type=int, default=20, help="timed calls per method; the median is reported (default: 20)")
+    ap.add_argument("--repeats", type=int, default=20,
+                    help="timed calls per method; the median is reported (default: 20)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the parameters and the random data (default: 0)")
     ap.add_argument("--out", type=Path, default=Path("runs/compare_gradients"),
                     help="folder for compare_gradients.csv and .png (default: runs/compare_gradients/)")

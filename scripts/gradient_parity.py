@@ -112,8 +112,9 @@ def print_table(rows, steps: int) -> None:
 def plot(rows, out: Path):
     """Parameter and loss differences per step, log scale; None without matplotlib."""
     try:
-        from funcnn.plots import plot_curves
         import matplotlib  # noqa: F401
+
+        from funcnn.plots import plot_curves
     except ImportError:
         return None
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))

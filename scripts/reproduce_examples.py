@@ -198,8 +198,9 @@ def csv_rows(rows) -> list[dict]:
 
 def plot(trace, out: Path):
     try:
-        from funcnn.plots import plot_curves
         import matplotlib  # noqa: F401
+
+        from funcnn.plots import plot_curves
     except ImportError:
         return None
     steps = list(range(len(trace)))

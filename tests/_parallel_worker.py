@@ -32,6 +32,7 @@ def _setup():
 def _fit(x, y, mesh=None, n_batch=BATCH, dropout=0.2, grad="manual"):
     import jax
     import jax.numpy as jnp
+
     import funcnn
     from funcnn import optim, train
     net = funcnn.mlp(list(SIZES), hidden="tanh", dropout=dropout)
@@ -48,6 +49,7 @@ def _err(a, b):
 def devices():
     jax = _setup()
     import jax.numpy as jnp
+
     import funcnn
     from funcnn import optim, parallel, train
     out = {"device_count": jax.device_count()}

@@ -147,7 +147,7 @@ def test_large_inputs_are_finite_with_exact_limits(variant, dtype):
         assert y.dtype == g.dtype == dtype, name
         assert np.all(np.isfinite(np.asarray(y))) and np.all(np.isfinite(np.asarray(g))), (name, y, g)
         for zi, (yv, gv) in LIMITS.get(name, {}).items():
-            i = int(np.flatnonzero(BIG == zi)[0])
+            i = int(np.flatnonzero(zi == BIG)[0])
             # the limits are reached to rounding at |z| = 1000 (e^-1000 underflows)
             np.testing.assert_allclose(float(y[i]), yv, rtol=1e-7, atol=1e-30, err_msg=(name, zi))
             np.testing.assert_allclose(float(g[i]), gv, rtol=1e-7, atol=1e-30, err_msg=(name, zi))

@@ -10,13 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import normwise_rel_err
 
 import funcnn
-from funcnn import activations, checkpoint, gradcheck as gc, layers, losses, optim, train
+from funcnn import activations, checkpoint, layers, losses, optim, train
+from funcnn import gradcheck as gc
 from funcnn.activations import Activation, OutputActivation
 from funcnn.layers import Layer
 from funcnn.losses import Loss
-from reference import normwise_rel_err
 
 # softsign(z) = z / (1 + |z|), softsign'(z) = 1 / (1 + |z|)^2: smooth except its second derivative at 0.
 SOFTSIGN = Activation("softsign", lambda z: z / (1 + jnp.abs(z)), lambda z, y: 1 / (1 + jnp.abs(z)) ** 2)

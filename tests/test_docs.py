@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import funcnn
-
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 

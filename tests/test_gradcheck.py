@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import broken_derivative, random_problem, reference_loss
 
 import funcnn
 from funcnn import gradcheck as gc
-from reference import broken_derivative, random_problem, reference_loss
 
 REFERENCES = ("reverse", "forward", "finite_diff")
 SIZES = [4, 5, 5, 3]  # two hidden layers: leaves [0], [1] hidden, [2] the output layer

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import normwise_rel_err, record
 
 import funcnn
 from funcnn import activations, layers
-from reference import normwise_rel_err, record
 
 TOL = {jnp.float64: 1e-10, jnp.float32: 1e-4}
 

@@ -41,7 +41,7 @@ def quadratic(n=10, cond=100.0, seed=0, *, centred=True):
     return (lambda x: 0.5 * x @ (A_j @ x) - b_j @ x), x_star
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rosenbrock_run():
     """One eager float64 run from (-1.2, 1), counting calls of value_and_grad_fn."""
     calls = []

@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import broken_derivative, normwise_rel_err, random_problem, reference_loss
 
 import funcnn
-from reference import broken_derivative, normwise_rel_err, random_problem, reference_loss
 
 
 def test_init_shapes_dtypes_and_determinism():

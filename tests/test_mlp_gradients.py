@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import HIDDEN_NAMES, PAIRS, normwise_rel_err, random_problem, record, reference_loss
 
 import funcnn
-from reference import HIDDEN_NAMES, PAIRS, normwise_rel_err, random_problem, record, reference_loss
 
 TOL = {jnp.float64: 1e-10, jnp.float32: 1e-4}
 DEPTHS = {0: [5, 3], 1: [5, 4, 3], 3: [5, 4, 6, 4, 3]}

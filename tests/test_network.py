@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import PAIRS, funcnn_layers, normwise_rel_err, random_problem, record, reference_network_loss
 
 import funcnn
 from funcnn import layers
-from reference import PAIRS, funcnn_layers, normwise_rel_err, random_problem, record, reference_network_loss
 
 ARCHS = {
     "dense-per-layer-activations": [("dense", 5, "relu"), ("dense", 4, "tanh"), ("dense", 3, None)],

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _parallel_worker import BATCH, EPOCHS, SIZES, N, toy_data
 
-from _parallel_worker import BATCH, EPOCHS, N, SIZES, toy_data
 from funcnn import checkpoint, cli, parallel
 
 HERE = Path(__file__).parent

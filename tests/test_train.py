@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference import normwise_rel_err
 
 import funcnn
 from funcnn import data, optim, train
-from reference import normwise_rel_err
 
 
 def _toy(n=50, d=6, classes=3, seed=0, dtype=jnp.float64):
