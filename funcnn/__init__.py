@@ -34,11 +34,10 @@ from funcnn import (
                     shuffle,
                     train,
 )
+from funcnn._version import __version__ as __version__
 from funcnn.gradcheck import GradcheckReport
 from funcnn.mlp import MLP, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
 from funcnn.network import Cache, Network, NetworkSpec, network
-
-__version__ = "0.1.0"
 
 __all__ = [
     "MLP",

@@ -66,6 +66,7 @@ import numpy as np
 
 from funcnn import _checks, _files
 from funcnn import data as _data
+from funcnn._version import __version__
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.mlp import MLPSpec, from_spec, spec_from_dict
 from funcnn.network import Network, NetworkSpec
@@ -202,7 +203,6 @@ def save(path, state: TrainState, *, spec, config: dict | None = None,
         ``config``/``extra`` not JSON-serialisable.
       ValueError: ``params`` that do not match ``spec``.
     """
-    from funcnn import __version__  # deferred: funcnn/__init__ may import this module
 
     path = Path(path)
     net = _network_of(spec, custom)
