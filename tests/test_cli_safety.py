@@ -44,9 +44,12 @@ def early_run(tmp_path_factory):
 
 
 def _one_line_error(capsys, code, expected_code=2, *match):
-    err = capsys.readouterr().err.strip()
-    assert code == expected_code, err
-    assert err.startswith("funcnn: error:") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    full = capsys.readouterr().err.strip()
+    assert code == expected_code, full
+    # Progress lines ("loading the two_lines data...") may come first; then exactly one error line.
+    lines = [line for line in full.splitlines() if not line.endswith("...")]
+    err = lines[-1] if lines else ""
+    assert len(lines) == 1 and err.startswith("funcnn: error:") and "Traceback" not in full, full
     for m in match:
         assert m in err, err
     return err

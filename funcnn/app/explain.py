@@ -21,6 +21,7 @@ import numpy as np
 
 import funcnn
 from funcnn import losses
+from funcnn.errors import InvalidArgument
 from funcnn.layers import DenseCache
 
 MAX_UNITS = 10  # more numbers than this per layer stop being readable
@@ -81,7 +82,7 @@ def mat(a) -> str:
 def example_problem(name: str):
     """``(net, params, x [1, d], t [1, m], learning_rate, title, note)`` for a preset, in float64."""
     if name not in EXAMPLES:
-        raise ValueError(f"unknown --example {name!r}; the presets are {', '.join(EXAMPLES)}.")
+        raise InvalidArgument(f"unknown --example {name!r}; the presets are {', '.join(EXAMPLES)}.")
     e = EXAMPLES[name]
     net = funcnn.mlp(list(e.sizes), hidden=e.hidden, output=e.output, loss=e.loss)
     params = [{"W": jnp.asarray(W, jnp.float64).T, "b": jnp.asarray(b, jnp.float64)} for W, b in e.layers]
@@ -94,11 +95,11 @@ def check_small(net) -> None:
     widths = [net.input_size]
     for layer in net.layers:
         if layer.spec.name != "dense":  # a layer kind, not a setting: only dense layers have w . x + b
-            raise ValueError(f"explain prints w . x + b per unit, so it needs dense layers only; this network "
+            raise InvalidArgument(f"explain prints w . x + b per unit, so it needs dense layers only; this network "
                              f"has {layer.name}.")
         widths.append(dict(layer.spec.args)["width"])
     if max(widths) > MAX_UNITS:
-        raise ValueError(f"explain prints every number, so it is for small networks (at most {MAX_UNITS} units "
+        raise InvalidArgument(f"explain prints every number, so it is for small networks (at most {MAX_UNITS} units "
                          f"per layer); this one has widths {widths}. Try --example relu-2-3-1 or "
                          "configs/two_lines.toml.")
 
@@ -121,7 +122,7 @@ def explain_text(net, params, x, t, learning_rate: float, *, title: str, note: s
     """
     check_small(net)
     if x.shape[0] != 1:
-        raise ValueError(f"explain takes one example; got x of shape {tuple(x.shape)}.")
+        raise InvalidArgument(f"explain takes one example; got x of shape {tuple(x.shape)}.")
     z_out, y, cache = net.forward(params, x)
     loss = net.loss(params, x, t)
     dz = losses.get(net.criterion, net.output).dlogits(z_out, y, t)  # dL/dz of the last layer, [1, m]
@@ -181,10 +182,10 @@ def problem_from_path(path: str, overrides):
         lr = cfg.optimizer.learning_rate
     else:
         if overrides:
-            raise ValueError("--set applies to a config, not to a checkpoint.")
+            raise InvalidArgument("--set applies to a config, not to a checkpoint.")
         ckpt = checkpoint.load(path)
         if ckpt.config is None:
-            raise ValueError(f"{path} stores no config, so there is no example to explain.")
+            raise InvalidArgument(f"{path} stores no config, so there is no example to explain.")
         cfg = cfglib.config_from_dict(ckpt.config)
         net, params = ckpt.net, ckpt.params
         check_small(net)
@@ -202,7 +203,7 @@ def problem_from_path(path: str, overrides):
 def cmd_explain(args) -> int:
     jax.config.update("jax_enable_x64", True)  # the tutorials' numbers are float64
     if (args.example is None) == (args.source is None):
-        raise ValueError("give either --example NAME (" + ", ".join(EXAMPLES) + ") or a CONFIG.toml / checkpoint.")
+        raise InvalidArgument("give either --example NAME (" + ", ".join(EXAMPLES) + ") or a CONFIG.toml / checkpoint.")
     problem = example_problem(args.example) if args.example else problem_from_path(args.source, args.set)
     net, params, x, t, lr, title, note = problem
     print(explain_text(net, params, x, t, lr if args.lr is None else args.lr, title=title, note=note))

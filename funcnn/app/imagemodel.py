@@ -19,6 +19,7 @@ import numpy as np
 
 from funcnn import activations, checkpoint, data, experiment
 from funcnn import config as cfglib
+from funcnn.errors import InvalidArgument
 
 # A run directory's checkpoints, in the order the playground prefers them.
 RUN_CHECKPOINTS = ("best.ckpt", "final.ckpt", "last.ckpt")
@@ -83,11 +84,11 @@ def image_side(net) -> int:
       ValueError: the input width is not a square, or the network is not a softmax classifier.
     """
     if net.output != SOFTMAX:
-        raise ValueError(f"the playground needs a softmax classifier; this network's output is "
+        raise InvalidArgument(f"the playground needs a softmax classifier; this network's output is "
                          f"{net.output.name!r} (a regression or multi-label model).")
     k = math.isqrt(net.input_size)
     if k * k != net.input_size or k < 2:
-        raise ValueError(f"the playground needs a square image as input; this network takes {net.input_size} "
+        raise InvalidArgument(f"the playground needs a square image as input; this network takes {net.input_size} "
                          f"features, which is not k*k for any image side k >= 2.")
     return k
 

@@ -16,6 +16,7 @@ import numpy as np
 from funcnn import config as cfglib
 from funcnn import experiment, metrics
 from funcnn.app import imagemodel
+from funcnn.errors import InvalidArgument
 
 SHADES = " .:-=+*#%@"  # ink from none to full, one character per tenth
 ASCII_MAX_SIDE = 8  # larger images do not fit a terminal row of several images
@@ -69,7 +70,7 @@ def _run_data(run_dir: Path):
     ckpt_path = imagemodel.checkpoint_path(run_dir)
     model = imagemodel.load(ckpt_path)
     if model.config is None:
-        raise ValueError(f"{ckpt_path} stores no config, so its test split cannot be re-created.")
+        raise InvalidArgument(f"{ckpt_path} stores no config, so its test split cannot be re-created.")
     cfg = cfglib.config_from_dict(model.config)
     split = experiment.load_split(cfg)
     raw, _ = imagemodel.raw_test_split(model.config)
@@ -127,7 +128,7 @@ def report_text(model, found: Mistakes, raw, top: int) -> str:
 
 def cmd_mistakes(args) -> int:
     if args.top < 1:
-        raise ValueError(f"--top must be at least 1; got {args.top}.")
+        raise InvalidArgument(f"--top must be at least 1; got {args.top}.")
     model, split, raw = _run_data(Path(args.run_dir))
     found = find(model.net, model.params, split.x_test, split.y_test)
     print(report_text(model, found, raw, args.top))

@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from funcnn.app import imagemodel
+from funcnn.errors import InvalidArgument
 
 # path -> (package file, content type): the only files the server sends.
 STATIC = {
@@ -106,14 +107,14 @@ def load_samples(model: imagemodel.ImageModel, data_path: str | None) -> Samples
     if data_path is not None:
         with np.load(data_path, allow_pickle=False) as z:
             if "x" not in z or "y" not in z:
-                raise ValueError(f"--data {data_path} must be an .npz with arrays 'x' (images, [n, "
+                raise InvalidArgument(f"--data {data_path} must be an .npz with arrays 'x' (images, [n, "
                                  f"{model.net.input_size}] in [0, 1]) and 'y' (labels); it has {list(z)}.")
             x, y = z["x"].reshape(z["x"].shape[0], -1).astype(np.float64), z["y"].astype(np.int64).ravel()
         if x.shape[1] != model.net.input_size or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-            raise ValueError(f"--data {data_path}: x must be [n, {model.net.input_size}] with n labels in y; "
+            raise InvalidArgument(f"--data {data_path}: x must be [n, {model.net.input_size}] with n labels in y; "
                              f"got x {list(x.shape)}, y {list(y.shape)}.")
         if not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
-            raise ValueError(f"--data {data_path}: pixels must be in [0, 1] like the playground's drawings.")
+            raise InvalidArgument(f"--data {data_path}: pixels must be in [0, 1] like the playground's drawings.")
         return Samples(x, y, Path(data_path).name)
     cfg = model.config or {}
     if cfg.get("data", {}).get("name") in BUNDLED:

@@ -38,9 +38,10 @@ import numpy as np
 
 from funcnn import activations, checkpoint, experiment, initializers, layers, losses, train
 from funcnn import config as cfglib
+from funcnn.errors import InvalidArgument
 
 
-class SweepError(ValueError):
+class SweepError(InvalidArgument):
     """A bad --seeds/--grid request (reported by the CLI in one line)."""
 
 
