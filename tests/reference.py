@@ -40,6 +40,17 @@ def ref_output(name, z):
     return e / jnp.sum(e, axis=1, keepdims=True)
 
 
+def ref_data_loss(loss, out, y):
+    """The mean data loss of outputs ``out`` [n, m] against targets ``y``, by the textbook formula."""
+    n = out.shape[0]
+    if loss == "mse":
+        return jnp.sum((out - y) ** 2) / (2 * n)
+    if loss == "cross_entropy":
+        t = jax.nn.one_hot(y, out.shape[1], dtype=out.dtype) if jnp.issubdtype(y.dtype, jnp.integer) else y
+        return -jnp.sum(t * jnp.log(out)) / n
+    return -jnp.sum(y * jnp.log(out) + (1 - y) * jnp.log(1 - out)) / n
+
+
 def reference_loss(params, x, y, *, hidden, output, loss, l2=0.0):
     """Mean data loss + l2/(2n) sum W^2 for the MLP h = f(h W + b), written plainly."""
     h = x
@@ -47,13 +58,7 @@ def reference_loss(params, x, y, *, hidden, output, loss, l2=0.0):
         h = REF_ACT[hidden](h @ p["W"] + p["b"][None, :])
     out = ref_output(output, h @ params[-1]["W"] + params[-1]["b"][None, :])
     n = x.shape[0]
-    if loss == "mse":
-        data = jnp.sum((out - y) ** 2) / (2 * n)
-    elif loss == "cross_entropy":
-        t = jax.nn.one_hot(y, out.shape[1], dtype=out.dtype) if jnp.issubdtype(y.dtype, jnp.integer) else y
-        data = -jnp.sum(t * jnp.log(out)) / n
-    else:
-        data = -jnp.sum(y * jnp.log(out) + (1 - y) * jnp.log(1 - out)) / n
+    data = ref_data_loss(loss, out, y)
     return data + l2 / (2 * n) * sum(jnp.sum(p["W"] ** 2) for p in params)
 
 
@@ -158,13 +163,7 @@ def reference_network_loss(arch, params, x, y, *, output, loss, l2=0.0):
     """Mean data loss + l2/(2n) sum of every dense W^2 for ``arch``, written plainly."""
     out = ref_output(output, ref_forward(arch, params, x))
     n = x.shape[0]
-    if loss == "mse":
-        data = jnp.sum((out - y) ** 2) / (2 * n)
-    elif loss == "cross_entropy":
-        t = jax.nn.one_hot(y, out.shape[1], dtype=out.dtype) if jnp.issubdtype(y.dtype, jnp.integer) else y
-        data = -jnp.sum(t * jnp.log(out)) / n
-    else:
-        data = -jnp.sum(y * jnp.log(out) + (1 - y) * jnp.log(1 - out)) / n
+    data = ref_data_loss(loss, out, y)
     return data + l2 / (2 * n) * sum(jnp.sum(w ** 2) for w in ref_weights(arch, params))
 
 
