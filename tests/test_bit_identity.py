@@ -1,35 +1,52 @@
 """funcnn.mlp gives exactly what funcnn 0.1 gave: users' saved runs and published numbers must not move.
 
-The digests below were computed by funcnn 0.1 (commit 7708ae7, before the
-layer contract) on jax 0.10.2, x86-64 CPU: SHA-256 (first 16 hex digits) of
-the parameters after ``init``, of ``apply``, ``loss``, ``value_and_grad``
-(eager and jitted), ``jax.grad(loss_manual_vjp)`` (jitted) and of the
-parameters after two epochs of ``train.fit`` with Adam, plus those epochs'
-losses as float hex, with ``jax_enable_x64`` on as in this suite (funcnn 0.1
-and this code also agree bit for bit with it off: dropout masks differ
-between the two modes, so the digests are per mode). Bit-identity is a property of one XLA build: on another
-jax version the float rounding of the compiled programs may legitimately
-differ, so there the test is skipped with that reason (CI installs the
-version pinned as the lower bound, 0.10.2, while it is the newest).
+The reference is funcnn 0.1 itself (commit 7708ae7, before the layer
+contract), taken out of this checkout's git history with ``git archive`` and
+run in a subprocess on this machine, this jax and this CPU: bit-identity is a
+property of one XLA build and one instruction set (the same jax gives other
+float roundings on an AVX-512 Intel and an AMD EPYC), so digests recorded on
+one machine cannot prove it on another. Both versions run the same script
+(``_DIGESTS``, below), which hashes (SHA-256, first 16 hex digits) the
+parameters after ``init``, ``apply``, ``loss``, ``value_and_grad`` (eager and
+jitted), ``jax.grad(loss_manual_vjp)`` (jitted) and the parameters after two
+epochs of ``train.fit`` with Adam, plus those epochs' losses as float hex,
+with ``jax_enable_x64`` on as in this suite. Without the commit (a shallow
+clone, a tarball) the test is skipped with that reason.
 
 The compiled HLO of a two-layer MLP's value_and_grad and train step must not
 grow either (193 and 227 instructions in 0.1).
 """
-import hashlib
+import json
 import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import funcnn
-from funcnn import data, optim, train
+from funcnn import optim, train
 
-RECORDED_WITH = "0.10.2"
-pytestmark = pytest.mark.skipif(jax.__version__ != RECORDED_WITH,
-                                reason=f"digests recorded with jax {RECORDED_WITH}; XLA rounding may differ "
-                                       f"in jax {jax.__version__}")
+ROOT = Path(__file__).resolve().parent.parent
+V01_COMMIT = "7708ae7"
+CASES = ["digits_relu", "deep_tanh_l2_dropout_same", "sigmoid_bce_gelu", "identity_mse_elu", "bf16_relu", "linear"]
+
+# Run by both versions, each in its own process (python -c), so both import and
+# compile under the same conditions. Uses only API that 0.1 had.
+_DIGESTS = """
+import hashlib, json, os, sys
+import jax, numpy as np
+if os.environ.get("DIGEST_CACHE"):  # shared by both runs: the second loads the programs the first compiled
+    jax.config.update("jax_compilation_cache_dir", os.environ["DIGEST_CACHE"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+import funcnn
+from funcnn import data, optim, train
 
 CASES = {
     "digits_relu": dict(sizes=[64, 128, 10], kw=dict(hidden="relu")),
@@ -42,15 +59,6 @@ CASES = {
     "bf16_relu": dict(sizes=[64, 48, 10], kw=dict(hidden="relu", precision="bfloat16")),
     "linear": dict(sizes=[64, 10], kw=dict()),
 }
-V01 = {
-    "digits_relu": {"init": "6a99e1ddf0441390", "apply": "a5c4e7e68346a1a4", "loss": "fcdeeb209a41893a", "grad_eager": "48b7956c4492752d", "grad_jit": "48b7956c4492752d", "vjp_jit": "0a3b5873336127c4", "fit2": "68a16309a8ceab74", "fit2_loss": ["0x1.199677e4b17e5p+1", "0x1.ef881d258bf26p+0"]},
-    "deep_tanh_l2_dropout_same": {"init": "260631e1d0bd420a", "apply": "406c6cf63c1f697a", "loss": "66c9cbfd3972b75c", "grad_eager": "8727bc4d26f72f8d", "grad_jit": "208f372550a4114a", "vjp_jit": "1bcaec416017d992", "fit2": "3018c07b650c92e0", "fit2_loss": ["0x1.2e0bbf4e81b4fp+1", "0x1.2b331a2222222p+1"]},
-    "sigmoid_bce_gelu": {"init": "b7eda420d51a661d", "apply": "062ff58bc373a157", "loss": "0f76dca2bbfbeba8", "grad_eager": "69810ee936972e17", "grad_jit": "c92406b84e893fe6", "vjp_jit": "dbc6b0e6e336b23f", "fit2": "6d581892a7475555", "fit2_loss": ["0x1.dd4b38e81b4e8p+2", "0x1.adf351b4e81b5p+2"]},
-    "identity_mse_elu": {"init": "3a31f34894e422f6", "apply": "53390a2c3a3e290f", "loss": "c234bfe312920bf1", "grad_eager": "f177d43a32019e03", "grad_jit": "f177d43a32019e03", "vjp_jit": "ee727acee4d752f2", "fit2": "9275216297058487", "fit2_loss": ["0x1.a470c962fc963p+0", "0x1.24911340da741p+0"]},
-    "bf16_relu": {"init": "943fc9129eb3140f", "apply": "4fa73155b8d69ded", "loss": "54bde43207acbfcc", "grad_eager": "e81ea17c8f9b11cd", "grad_jit": "0fe75dc372d127b8", "vjp_jit": "d00b6de95fc8bdb2", "fit2": "cbf5f165c9f519b2", "fit2_loss": ["0x1.2b01cee147ae1p+1", "0x1.177f715555555p+1"]},
-    "linear": {"init": "e011586ff4ea3de1", "apply": "ec0008d477cffcc9", "loss": "583ad32d86e018e4", "grad_eager": "be0c775d302e3cd8", "grad_jit": "be0c775d302e3cd8", "vjp_jit": "89e25ff70f08074c", "fit2": "2a738cabffd72f0b", "fit2_loss": ["0x1.3e6a7d258bf26p+1", "0x1.31c835d0369d0p+1"]},
-}
-
 
 def digest(tree):
     h = hashlib.sha256()
@@ -61,20 +69,13 @@ def digest(tree):
         h.update(a.tobytes())
     return h.hexdigest()[:16]
 
-
-@pytest.fixture(scope="module")
-def digits300():
-    x, y = data.load_digits()
-    return x[:300], y[:300]
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_mlp_results_are_bit_identical_to_funcnn_0_1(name, digits300):
-    x, y = digits300
-    c, want = CASES[name], V01[name]
+x, y = data.load_digits()
+x, y = x[:300], y[:300]
+out = {}
+for name, c in CASES.items():
     net = funcnn.mlp(c["sizes"], **c["kw"])
     p = net.init(jax.random.key(3))
-    yy = y if net.criterion.labels else data.one_hot(y, 10)
+    yy = y if net.spec.loss == "cross_entropy" else data.one_hot(y, 10)
     key = jax.random.key(5)
     got = {"init": digest(p), "apply": digest(net.apply(p, x)), "loss": digest(net.loss(p, x, yy, key=key)),
            "grad_eager": digest(net.value_and_grad(p, x, yy, key=key)),
@@ -83,7 +84,40 @@ def test_mlp_results_are_bit_identical_to_funcnn_0_1(name, digits300):
     state, hist = train.fit(net, optim.adam(1e-3), (x, yy), epochs=2, batch_size=32, key=jax.random.key(7))
     got["fit2"] = digest(state.params)
     got["fit2_loss"] = [float(v).hex() for v in hist.train_loss]
-    assert got == want
+    out[name] = got
+json.dump(out, sys.stdout)
+"""
+
+
+def _digests(pythonpath: Path, cache: Path) -> dict:
+    r = subprocess.run([sys.executable, "-c", _DIGESTS], capture_output=True, text=True, timeout=600,
+                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(pythonpath), "JAX_PLATFORMS": "cpu",
+                            "DIGEST_CACHE": str(cache)})
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """``(funcnn 0.1's digests, this checkout's)``, each from a fresh process on this machine."""
+    old = tmp_path_factory.mktemp("funcnn_0_1")
+    r = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", V01_COMMIT, "funcnn"],
+                       capture_output=True, timeout=60)
+    if r.returncode != 0:
+        pytest.skip(f"funcnn 0.1 (commit {V01_COMMIT}) is not in this checkout's git history: "
+                    f"{r.stderr.decode().strip()[:200]}")
+    (old / "v01.tar").write_bytes(r.stdout)
+    with tarfile.open(old / "v01.tar") as tar:
+        tar.extractall(old, filter="data")
+    cache = tmp_path_factory.mktemp("jax_cache")  # 0.1 compiles (~35 s cold here), this checkout loads (~8 s)
+    return _digests(old, cache), _digests(ROOT, cache)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_mlp_results_are_bit_identical_to_funcnn_0_1(name, both):
+    v01, now = both
+    assert set(v01) == set(CASES)
+    assert now[name] == v01[name]
 
 
 def _hlo_instructions(f, *args) -> int:
