@@ -83,7 +83,7 @@ def probability(name: str, value, *, upper_open: bool = True) -> float:
     return float(value)
 
 
-def feature_rows(name: str, x, num_features: int) -> np.ndarray:
+def feature_rows(name: str, x, num_features: int) -> np.ndarray | jax.Array:
     """Checks ``x`` is a non-empty ``[n, num_features]`` array of finite real numbers; returns it.
 
     Refuses complex numbers (casting would drop the imaginary part), strings,
@@ -103,3 +103,13 @@ def feature_rows(name: str, x, num_features: int) -> np.ndarray:
         raise InvalidArgument(f"{name} is empty (shape {tuple(a.shape)}); at least one row is needed.")
     finite(name, a)
     return a
+
+
+def same_structure(a, b) -> bool:
+    """Whether two pytrees have one tree structure (containers, keys and leaf count)."""
+    return bool(jax.tree.structure(a) == jax.tree.structure(b))  # type: ignore[operator]  # jax's stub of PyTreeDef
+
+
+def x64_enabled() -> bool:
+    """Whether 64-bit JAX is on (``jax_enable_x64``): float64 arrays stay float64 instead of narrowing."""
+    return jax.dtypes.canonicalize_dtype(np.float64) == np.float64

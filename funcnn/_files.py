@@ -31,7 +31,7 @@ def _open_new(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
 
 
-def atomic_write(path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path, write: Callable[[IO[bytes]], object]) -> Path:
     """Calls ``write(f)`` on a new temporary file beside ``path``, then renames it onto ``path``.
 
     If anything fails (a full disk, an interrupt) the temporary file is removed

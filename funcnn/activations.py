@@ -41,8 +41,7 @@ import jax.numpy as jnp
 
 from funcnn import _checks
 from funcnn.errors import InvalidArgument, InvalidType
-
-Array = jax.Array
+from funcnn.typing import Array
 
 LEAKY_SLOPE = 0.01  # leaky_relu's slope for z <= 0 (the usual default).
 ELU_ALPHA = 1.0  # elu's saturation value is -alpha.

@@ -307,7 +307,7 @@ def _template(net: Network):
 
 def _check_params_match(params, net: Network):
     want = _template(net)
-    if jax.tree.structure(params) != jax.tree.structure(want):
+    if not _checks.same_structure(params, want):
         raise InvalidArgument(f"state.params must have the structure of net.init's params "
                          f"({jax.tree.structure(want)}); got structure {jax.tree.structure(params)}.")
     for (_, where, p), (_, _, w) in zip(_param_entries(params), _param_entries(want)):
@@ -422,7 +422,7 @@ def load(path, *, custom=()) -> Checkpoint:
     if not ok:
         raise bad("the SHA-256 checksum of its metadata and arrays does not match (the file was edited "
                   "or corrupted)")
-    if not jax.config.jax_enable_x64:
+    if not _checks.x64_enabled():
         wide = sorted(k for k, a in arrays.items() if a.dtype.itemsize == 8 and a.dtype.kind in "iuf")
         if wide:
             raise NeedsX64Error(

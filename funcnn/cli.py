@@ -147,7 +147,7 @@ def _new_run_dir(cfg, config_path: str, out: str | None) -> Path:
 
 def _use_dtype(cfg) -> None:
     """Enables 64-bit JAX for a float64 run, before any array exists: the run is what config.json says."""
-    if experiment.dtype_of(cfg) == jnp.float64 and not jax.config.jax_enable_x64:
+    if experiment.dtype_of(cfg) == jnp.float64 and not _checks.x64_enabled():
         jax.config.update("jax_enable_x64", True)
 
 
@@ -301,7 +301,7 @@ def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epoch
 
 
 def _history_from_jsonl(run_dir: Path) -> dict:
-    hist = {"train_loss": [], "val_loss": [], "val_accuracy": []}
+    hist: dict[str, list] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         m = json.loads(line)
         for k in hist:
@@ -472,7 +472,7 @@ def _resume_in(args, run_dir: Path, t0) -> int:
     stopped = patience is not None and best is not None and best.since >= patience
     if done >= cfg.training.epochs or stopped:  # killed after the last epoch, before final.ckpt
         state = checkpoint.restore_state(ckpt, opt)
-        if stopped and best.params is not None:
+        if stopped and best is not None and best.params is not None:
             state = state._replace(params=best.params)
         result = experiment.RunResult(state, None, experiment.evaluate_split(net, state.params, split.x_test,
                                                                              split.y_test), 0.0)
@@ -507,7 +507,7 @@ def cmd_gradcheck(args) -> int:
         raise UserError(f"--max-entries must be >= 0 (0: every entry); got {args.max_entries}.")
     cfg = cfglib.load_config(args.config, args.set)
     _use_dtype(cfg)
-    if args.dtype == "float64" and not jax.config.jax_enable_x64:
+    if args.dtype == "float64" and not _checks.x64_enabled():
         jax.config.update("jax_enable_x64", True)
     split = experiment.load_split(cfg)
     _check_batch_size(cfg, split.x_train.shape[0])

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the backport, a declared dependency there
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[no-redef]
 
 import numpy as np
 
@@ -191,7 +191,7 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
-SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+SECTIONS: dict[str, type] = typing.get_type_hints(Config)  # section name -> its dataclass
 _ALL_KEYS = [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
@@ -417,19 +417,20 @@ def build_optimizer(cfg: OptimizerConfig, total_steps: int) -> GradientTransform
         total_steps = _checks.positive_int("total_steps", total_steps)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    lr = cfg.learning_rate
+    peak = cfg.learning_rate
+    lr: float | optim.Schedule = peak
     if cfg.schedule == "cosine":
-        lr = optim.cosine_decay_schedule(lr, total_steps, alpha=cfg.final_lr_fraction)
+        lr = optim.cosine_decay_schedule(peak, total_steps, alpha=cfg.final_lr_fraction)
     elif cfg.schedule == "warmup_cosine":
         if cfg.warmup_steps >= total_steps:
             raise ConfigError(f"optimizer.warmup_steps={cfg.warmup_steps} must be less than the "
                               f"run's {total_steps} total steps.", "optimizer.warmup_steps")
-        lr = optim.warmup_cosine_decay_schedule(0.0, lr, cfg.warmup_steps, total_steps,
-                                                end_value=lr * cfg.final_lr_fraction)
+        lr = optim.warmup_cosine_decay_schedule(0.0, peak, cfg.warmup_steps, total_steps,
+                                                end_value=peak * cfg.final_lr_fraction)
     elif cfg.schedule == "exponential":
-        lr = optim.exponential_decay(lr, cfg.decay_rate, cfg.decay_steps or total_steps)
+        lr = optim.exponential_decay(peak, cfg.decay_rate, cfg.decay_steps or total_steps)
     elif cfg.schedule == "step":
-        lr = optim.step_decay_schedule(lr, cfg.decay_rate, cfg.decay_steps)
+        lr = optim.step_decay_schedule(peak, cfg.decay_rate, cfg.decay_steps)
     opt = {
         "sgd": lambda: optim.sgd(lr),
         "momentum": lambda: optim.momentum(lr, cfg.beta),

@@ -30,8 +30,7 @@ from funcnn import _checks
 from funcnn.datasets import _check_key, _float_dtype, make_moons, make_sine, make_spirals, make_two_lines, make_xor
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.readers import MNIST_FILES, load_csv, load_csv_features, load_idx, load_mnist
-
-Array = jax.Array
+from funcnn.typing import Array
 
 __all__ = [
     "load_digits", "train_test_split", "train_val_test_split", "one_hot",
@@ -113,7 +112,7 @@ def _count(name: str, size, n: int) -> int:
     if isinstance(size, (float, np.floating)) and 0.0 < size < 1.0:
         # ceil like scikit-learn, but after rounding away float noise, so that
         # 0.15 * 100 = 15.000000000000002 gives 15 samples, not 16.
-        count = max(1, math.ceil(round(size * n, 6)))
+        count = max(1, math.ceil(round(float(size) * n, 6)))
         if count < n:
             return count
     raise InvalidArgument(f"{name} must be a fraction in (0, 1) or an int count in [1, {n - 1}], "
@@ -245,7 +244,8 @@ def train_test_split(x, y, *, test_size=0.3, key, stratify: bool = False
     if stratify:
         _check_stratify(y)
     test, train = _split_indices(y, n, [n_test], key, stratify)
-    return _take(x, y, [train, test])
+    x_train, x_test, y_train, y_test = _take(x, y, [train, test])
+    return x_train, x_test, y_train, y_test
 
 
 def train_val_test_split(x, y, *, val_size=0.15, test_size=0.15, key, stratify: bool = False
@@ -284,7 +284,8 @@ def train_val_test_split(x, y, *, val_size=0.15, test_size=0.15, key, stratify: 
     if stratify:
         _check_stratify(y)
     test, val, train = _split_indices(y, n, [n_test, n_val], key, stratify)
-    return _take(x, y, [train, val, test])
+    x_train, x_val, x_test, y_train, y_val, y_test = _take(x, y, [train, val, test])
+    return x_train, x_val, x_test, y_train, y_val, y_test
 
 
 # --------------------------------------------------------------------------- encoding

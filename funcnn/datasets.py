@@ -26,8 +26,7 @@ import numpy as np
 
 from funcnn import _checks
 from funcnn.errors import InvalidArgument, InvalidType
-
-Array = jax.Array
+from funcnn.typing import Array
 
 __all__ = ["make_two_lines", "make_xor", "make_sine", "make_moons", "make_spirals"]
 

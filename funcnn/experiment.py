@@ -20,8 +20,9 @@ import numpy as np
 from funcnn import _checks, activations, data, metrics, optim, train
 from funcnn.config import FULL_BATCH, Config, build_model, build_optimizer
 from funcnn.errors import InvalidArgument
+from funcnn.typing import Array
 
-_GENERATED = {
+_GENERATED: dict[str, Callable[..., tuple[Array, Array]]] = {
     "two_lines": data.make_two_lines,
     "xor": data.make_xor,
     "sine": data.make_sine,
@@ -51,7 +52,7 @@ class RunResult(NamedTuple):
     """What ``run`` returns."""
 
     state: train.TrainState
-    history: train.History
+    history: train.History | None  # None for a run resumed after its last epoch (nothing trained)
     test: dict  # evaluate_split's report on the test split
     seconds: float  # wall time of training (compilation included)
 
@@ -84,6 +85,8 @@ def load_split(cfg: Config) -> Split:
     k_gen, k_split = _keys(cfg.training.seed)[2:]
     stratify = d.stratify
     classes = None
+    x_val: Array | None
+    y_val: Array | None
     if d.name == "mnist":
         x_tr, y_tr, x_te, y_te = data.load_mnist(d.path, dtype=dtype)
         if d.val_size:

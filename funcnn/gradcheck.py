@@ -610,7 +610,8 @@ def check_activation(act, *, dtype="float64", points=None, batch: int = 3) -> Gr
         theta, theta64 = jnp.asarray(z, dtype), jnp.asarray(z, jnp.float64)
         c = _cotangents(theta, 1, 0, dtype)[0]
         c64 = _cast(c, jnp.float64)
-        manual = act.vjp(theta, act.fn(theta), c) if output else c * act.grad(theta, act.fn(theta))
+        manual = act.vjp(theta, act.fn(theta), c) if isinstance(act, OutputActivation) \
+            else c * act.grad(theta, act.fn(theta))
         _check_structure(f"activation {act.name}: {'vjp' if output else 'grad'}", manual, theta, ("dz",))
         prob = _Problem(lambda t: jnp.sum(c * act.fn(t)), lambda t: jnp.sum(c64 * act.fn(t)), theta, theta64,
                         manual, act.smooth, lambda path: "z", lambda path: act.name, lambda path: 0)
@@ -653,7 +654,8 @@ def check_loss(loss, output, z, t, *, dtype=None) -> GradcheckReport:
             return fns.value(zt, out.fn(zt), tv)
 
         yv = out.fn(zz)
-        manual = (fns.dlogits(zz, yv, tt), fns.dtargets(zz, yv, tt)) if float_t else (fns.dlogits(zz, yv, tt),)
+        manual = (fns.dlogits(zz, yv, tt), fns.dtargets(zz, yv, tt)) if float_t and fns.dtargets is not None \
+            else (fns.dlogits(zz, yv, tt),)
         _check_structure(f"loss {fns.name}: gradients", manual, theta, ("dz", "dt"))
         smooth = fns.loss is not None and fns.loss.smooth and out.smooth
         prob = _Problem(lambda th: value(th, tt), lambda th: value(th, t64), theta, theta64, manual, smooth,

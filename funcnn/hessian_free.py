@@ -30,18 +30,15 @@ reverse pass).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from funcnn import _checks
 from funcnn.schedules import _number
-
-Array = jax.Array
-Params = Any  # a pytree of float arrays
+from funcnn.typing import Array, Params
 
 
 class HessianFreeResult(NamedTuple):

@@ -72,8 +72,8 @@ def get(init) -> Initializer:
 def scale(init: Initializer, fan_in: int, fan_out: int) -> tuple[str, float]:
     """``("normal", std)`` or ``("uniform", a)`` (meaning U(-a, a)) for a layer ``fan_in -> fan_out``."""
     name = init.name
-    if name == "uniform":
-        return "uniform", init.epsilon
+    if name == "uniform":  # Initializer("uniform") without epsilon means the default, as get() says
+        return "uniform", DEFAULT_EPSILON if init.epsilon is None else float(init.epsilon)
     if name == "xavier_uniform":
         return "uniform", math.sqrt(6.0 / (fan_in + fan_out))
     return "normal", {

@@ -67,8 +67,8 @@ from funcnn import _checks, activations, initializers
 from funcnn.activations import Activation
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.initializers import Initializer
+from funcnn.typing import Array
 
-Array = jax.Array
 PRECISIONS = ("default", "bfloat16")
 BIAS_INITS = ("zeros", "same")
 

@@ -43,7 +43,7 @@ compiles the whole minimisation, and ``vmap`` over starting points works.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,9 +53,7 @@ from jax.flatten_util import ravel_pytree
 from funcnn import _checks
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.schedules import _number
-
-Array = jax.Array
-Params = Any  # a pytree of float arrays
+from funcnn.typing import Array, Params
 
 
 class LBFGSResult(NamedTuple):

@@ -40,8 +40,8 @@ import jax.numpy as jnp
 from funcnn import _checks, activations
 from funcnn.activations import OutputActivation
 from funcnn.errors import InvalidArgument, InvalidType
+from funcnn.typing import Array
 
-Array = jax.Array
 LossFn = Callable[[Array, Array, Array], Array]  # (z, y, t) -> ...
 WRT = ("output", "logits")
 
@@ -221,4 +221,4 @@ def add_l2_grad(grads, params, coef):
 
 def l2_penalty(params, l2: float, n: int) -> Array:
     """lambda/(2n) * sum of all squared weights (every leaf named ``"W"``); biases, gains are not."""
-    return l2 / (2 * n) * sum(jnp.sum(w ** 2) for w in weights(params))
+    return l2 / (2 * n) * sum((jnp.sum(w ** 2) for w in weights(params)), jnp.zeros([]))

@@ -32,8 +32,7 @@ import jax.numpy as jnp
 from funcnn import _checks
 from funcnn.datasets import _float_dtype
 from funcnn.errors import InvalidArgument, InvalidType
-
-Array = jax.Array
+from funcnn.typing import Array
 
 __all__ = [
     "accuracy", "confusion_matrix", "precision_recall_f1", "macro_f1",

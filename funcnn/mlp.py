@@ -44,9 +44,8 @@ from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.initializers import Initializer
 from funcnn.layers import BIAS_INITS, PRECISIONS
 from funcnn.network import Cache, Network
+from funcnn.typing import Array
 
-Array = jax.Array
-Params = list  # list of {"W": Array, "b": Array}
 MLP = Network  # every network, an MLP included, is a Network
 
 __all__ = ["MLP", "MLPSpec", "Cache", "BIAS_INITS", "PRECISIONS", "mlp", "from_spec", "spec_from_dict",

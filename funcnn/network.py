@@ -40,9 +40,7 @@ from funcnn.datasets import _check_key
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.layers import DenseCache
 from funcnn.losses import Loss
-
-Array = jax.Array
-Params = list  # one entry per layer: that layer's params pytree
+from funcnn.typing import Array, Params
 
 
 class NetworkSpec(NamedTuple):
@@ -188,12 +186,12 @@ class Network(NamedTuple):
     output_size: int
     random: bool
     smooth: bool
-    jvp: Callable[..., tuple] = None
-    loss_manual_jvp: Callable[..., Array] = None
-    hvp: Callable[..., Params] = None
-    gnvp: Callable[..., Params] = None
-    per_example_grads: Callable[..., Params] = None
-    per_example_grad_norms: Callable[..., Array] = None
+    jvp: Callable[..., tuple] | None = None
+    loss_manual_jvp: Callable[..., Array] | None = None
+    hvp: Callable[..., Params] | None = None
+    gnvp: Callable[..., Params] | None = None
+    per_example_grads: Callable[..., Params] | None = None
+    per_example_grad_norms: Callable[..., Array] | None = None
 
 
 def network(layers, *, input_size: int, output="softmax", loss="cross_entropy", l2: float = 0.0) -> Network:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple, Protocol, Union
 
 import jax
 import jax.numpy as jnp
@@ -47,33 +47,50 @@ from funcnn.schedules import (
     warmup_cosine_decay,
     warmup_cosine_decay_schedule,
 )
+from funcnn.typing import Array, OptState, Params, Updates
 
-Array = jax.Array
-Params = Any  # a pytree of arrays
-Updates = Params  # same structure as params
-OptState = Any  # a NamedTuple, or a tuple of them, with array leaves
 ScalarOrSchedule = Union[float, Schedule]  # noqa: UP007 - a runtime alias, kept for Python 3.10
 
 _INT32_MAX = jnp.iinfo(jnp.int32).max
 
 
+class TransformInitFn(Protocol):
+    """``init(params) -> state``: the state for these params (as optax's ``TransformInitFn``)."""
+
+    def __call__(self, params: Params) -> OptState: ...
+
+
+class TransformUpdateFn(Protocol):
+    """``update(updates, state, params=None) -> (updates, state)``: one step of the transformation.
+
+    ``updates`` (the gradients, for the first transformation of a chain) and
+    ``params`` have one structure; the returned updates keep each leaf's shape
+    and dtype (as optax's ``TransformUpdateFn``).
+    """
+
+    def __call__(self, updates: Updates, state: OptState, params: Params | None = None
+                 ) -> tuple[Updates, OptState]: ...
+
+
 class GradientTransformation(NamedTuple):
     """A pair of pure functions ``(init, update)``; see the module docstring."""
 
-    init: Callable[[Params], OptState]
-    update: Callable[..., tuple[Updates, OptState]]  # (updates, state, params=None)
+    init: TransformInitFn
+    update: TransformUpdateFn
 
 
 class EmptyState(NamedTuple):
     """State of a stateless transformation (no leaves)."""
 
 
+# The field name ``count`` shadows tuple.count, as in optax's states: kept, since
+# saved optimizer states and users' code name it.
 class ScaleByScheduleState(NamedTuple):
-    count: Array  # shape=(), dtype=int32; updates done so far
+    count: Array  # type: ignore[assignment]  # shape=(), dtype=int32; updates done so far
 
 
 class ScaleByAdamState(NamedTuple):
-    count: Array  # shape=(), dtype=int32; updates done so far
+    count: Array  # type: ignore[assignment]  # shape=(), dtype=int32; updates done so far
     mu: Updates  # like params (each leaf its shape and dtype); first moment m
     nu: Updates  # like params (each leaf its shape and dtype); second moment v
 
@@ -195,11 +212,11 @@ def _check_chain_state(state, transforms, updates) -> None:
                          f"tuple of {len(transforms)} states; got {got}. The state was made by a different "
                          "optimizer: make it with this optimizer's init(params).")
     for i, (t, s) in enumerate(zip(transforms, state)):
-        want = jax.tree.structure(jax.eval_shape(t.init, updates))
-        if jax.tree.structure(s) != want:
-            raise InvalidArgument(f"state {i} of this chain has structure {jax.tree.structure(s)}, but transformation "
-                             f"{i} keeps {want}: the state was made by a different optimizer. Make it with "
-                             "this optimizer's init(params).")
+        want = jax.eval_shape(t.init, updates)
+        if not _checks.same_structure(s, want):
+            raise InvalidArgument(f"state {i} of this chain has structure {jax.tree.structure(s)}, but "
+                                  f"transformation {i} keeps {jax.tree.structure(want)}: the state was made by a "
+                                  "different optimizer. Make it with this optimizer's init(params).")
 
 
 def scale(step_size: float) -> GradientTransformation:

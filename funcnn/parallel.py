@@ -187,7 +187,7 @@ def process_rows(mesh: Mesh, n: int) -> slice:
         raise InvalidArgument(f"{n} rows do not split evenly over the {d} devices of the mesh; drop "
                          f"{n % d} rows or load the whole array in every process instead.")
     index = batch_sharding(mesh).addressable_devices_indices_map((n,)).values()
-    starts = sorted(i[0].indices(n)[:2] for i in index)
+    starts = sorted(i[0].indices(n)[:2] for i in index if i is not None)  # None: a device holding nothing
     for (_, stop), (start, _) in zip(starts, starts[1:]):
         if stop != start:
             raise InvalidArgument("this process's devices are not contiguous on the mesh; build it with "

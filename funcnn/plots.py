@@ -169,7 +169,7 @@ def plot_gradient_errors(report, path) -> Path:
                        label=f"{ref}: exactly 0")
     # One dashed line per distinct tolerance, naming the references it applies to
     # (reverse and forward share one), in their colour when it is a single one.
-    tolerances = {}
+    tolerances: dict[float, list[str]] = {}
     for r in report.rows:
         tolerances.setdefault(r.tolerance, []).append(r.reference)
     for t, names in tolerances.items():

@@ -19,13 +19,12 @@ import numpy as np
 
 from funcnn.datasets import _float_dtype
 from funcnn.errors import InvalidArgument, InvalidType
-
-Array = jax.Array
+from funcnn.typing import Array
 
 __all__ = ["load_idx", "load_mnist", "load_csv", "load_csv_features", "MNIST_FILES"]
 
 # IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/).
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -138,7 +137,8 @@ def load_mnist(directory, *, dtype=jnp.float32, flatten: bool = True
     """
     dtype = _float_dtype(dtype)
     directory = os.fspath(directory)
-    found, missing = [], []
+    found: list[str] = []
+    missing: list[str] = []
     for base in MNIST_FILES:
         candidates = [os.path.join(directory, base + ext) for ext in ("", ".gz")]
         hit = next((c for c in candidates if os.path.isfile(c)), None)
@@ -327,7 +327,7 @@ def load_csv(path, *, target, dtype=jnp.float32, delimiter: str = ",", return_cl
     values, is_int = _parse_cells(name, columns, rows, hints)
     x = np.delete(values, tcols, axis=1).astype(dtype)
     classes = None
-    if labels:
+    if texts is not None:
         classes = sorted(set(texts))
         y = np.searchsorted(np.asarray(classes), np.asarray(texts)).astype(np.int32)
     elif len(tcols) > 1:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks
 from funcnn.errors import InvalidArgument
+from funcnn.typing import Array
 
-Array = jax.Array
 Schedule = Callable[[Array], Array]  # step [...] int -> lr [...] float
 
 

@@ -126,7 +126,8 @@ class _BaseMLP(BaseEstimator):
         self.standardize = standardize
 
     # -- what the subclasses say
-    _output = _loss = None  # the output activation and loss names; the classifier sets them per y
+    _output: str | None = None  # the output activation's name; the classifier sets it per y
+    _loss: str | None = None  # the loss's name, likewise
     _y_numeric = False  # validate_data: y must be numbers (regression)
 
     def __sklearn_tags__(self):

@@ -51,8 +51,8 @@ from funcnn import data as _data
 from funcnn.datasets import _check_key
 from funcnn.errors import FuncnnError, InvalidArgument, InvalidType
 from funcnn.optim import GradientTransformation, apply_updates
+from funcnn.typing import Array
 
-Array = jax.Array
 GRADS = ("manual", "autodiff")
 
 
@@ -459,7 +459,7 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         if key is None:
             raise InvalidArgument("key is required (a jax.random key) unless a state is given to resume.")
         state = init_state(net, opt, key=key, dtype=dtype)
-    elif jax.tree.structure(state.opt_state) != jax.tree.structure(jax.eval_shape(opt.init, state.params)):
+    elif not _checks.same_structure(state.opt_state, jax.eval_shape(opt.init, state.params)):
         raise InvalidArgument("state.opt_state does not fit opt: this state was made by a different optimizer "
                               "(or chain); continue a run with the optimizer that made its state.")
     if mesh is not None:
@@ -592,11 +592,12 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     if validation is not None:
         xv, yv = _prepare(net, validation, dtype, "validation")
     sizes = _step_sizes(x.shape[0], batch_size, drop_last)
-    hist = {"train_loss": [], "val_loss": [], "val_accuracy": []}
+    hist: dict[str, list] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     for _ in range(epochs):
         states, losses = run(states, x, y, scales)  # losses: [K, steps]
         hist["train_loss"].append(np.asarray(losses) @ sizes / sizes.sum())
         if evaluate_many is not None:
             vl, va = jax.device_get(evaluate_many(states.params, xv, yv))
-            hist["val_loss"].append(vl), hist["val_accuracy"].append(va)
+            hist["val_loss"].append(vl)
+            hist["val_accuracy"].append(va)
     return states, {k: np.asarray(v) for k, v in hist.items()}

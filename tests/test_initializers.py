@@ -152,3 +152,9 @@ def test_bad_names_and_epsilons_raise():
 def test_degenerate_epsilons_raise(make):
     with pytest.raises(ValueError, match="epsilon must be a positive finite number"):
         make()
+
+
+def test_scale_of_uniform_without_epsilon_is_the_default_epsilon():
+    # Initializer("uniform") spelled without epsilon means U(-0.12, 0.12), as get() says: never a None bound.
+    assert initializers.scale(initializers.Initializer("uniform"), 3, 4) == ("uniform", 0.12)
+    assert initializers.scale(initializers.Initializer("uniform", 0.5), 3, 4) == ("uniform", 0.5)

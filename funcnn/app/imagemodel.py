@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +21,7 @@ import numpy as np
 from funcnn import activations, checkpoint, data, experiment
 from funcnn import config as cfglib
 from funcnn.errors import InvalidArgument
+from funcnn.network import Network
 
 # A run directory's checkpoints, in the order the playground prefers them.
 RUN_CHECKPOINTS = ("best.ckpt", "final.ckpt", "last.ckpt")
@@ -48,7 +50,7 @@ SOFTMAX = activations.output("softmax")
 class ImageModel(NamedTuple):
     """A checkpoint's network seen as a classifier of ``side x side`` images with pixels in [0, 1]."""
 
-    net: object  # funcnn.Network
+    net: Network
     params: list
     standardizer: data.Standardizer | None  # the run's training standardisation, or None
     side: int  # k: the image is k x k, input_size = k * k
@@ -56,7 +58,7 @@ class ImageModel(NamedTuple):
     name: str  # the run's name (its directory), for the page title
     checkpoint: Path
     config: dict | None  # the run's resolved config, or None
-    answer: object  # (pixels [n, k*k] in [0, 1]) -> dict of arrays, jitted once (see make_answer)
+    answer: Callable[..., dict]  # (pixels [n, k*k] in [0, 1]) -> dict of arrays, jitted once (see make_answer)
 
 
 def checkpoint_path(path) -> Path:

@@ -25,7 +25,7 @@ ASCII_MAX_SIDE = 8  # larger images do not fit a terminal row of several images
 class Mistakes(NamedTuple):
     """The misclassified rows of a test set, sorted by the confidence of the wrong answer (highest first)."""
 
-    index: np.ndarray  # [e] rows of the test set
+    index: np.ndarray  # type: ignore[assignment]  # [e] rows of the test set (shadows tuple.index)
     true: np.ndarray  # [e] labels
     predicted: np.ndarray  # [e] the network's labels
     confidence: np.ndarray  # [e] p(predicted)
@@ -102,7 +102,8 @@ def train_plots(run_dir: Path, cfg_dict: dict, net, params, split) -> list[Path]
     if split.y_test.ndim != 1:
         return []
     model = imagemodel.ImageModel(net, params, split.standardizer, side, imagemodel.frame(side), run_dir.name,
-                                  run_dir / "final.ckpt", cfg_dict, None)
+                                  run_dir / "final.ckpt", cfg_dict,
+                                  imagemodel.make_answer(net, params, split.standardizer))  # lazy: jit compiles on use
     raw, _ = imagemodel.raw_test_split(cfg_dict)
     return write_plots(run_dir, model, find(net, params, split.x_test, split.y_test), raw, 25)
 

@@ -72,9 +72,10 @@ def train_group(cfgs: list, seeds: int, split=None) -> list[dict]:
     if lr0 <= 0:
         raise SweepError(f"optimizer.learning_rate must be > 0 to sweep; got {lr0}.")
     s0 = base.training.seed
-    keys = [experiment.keys(dataclasses.replace(base, training=dataclasses.replace(base.training, seed=s0 + i)))[1]
-            for i in range(seeds)]
-    keys = jax.numpy.stack(keys * len(cfgs))  # [C * K]: config-major
+    per_seed = [experiment.keys(dataclasses.replace(base, training=dataclasses.replace(base.training,
+                                                                                      seed=s0 + i)))[1]
+                for i in range(seeds)]
+    keys = jax.numpy.stack(per_seed * len(cfgs))  # [C * K]: config-major
     scales = np.repeat([c.optimizer.learning_rate / lr0 for c in cfgs], seeds)
     validation = None if split.x_val is None else (split.x_val, experiment.targets(net, split.y_val))
     t = base.training
@@ -153,7 +154,7 @@ def cmd_train_seeds(args, new_run_dir, write_text) -> int:
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
     """``["optimizer.learning_rate=1e-3,3e-3"]`` -> ``[("optimizer.learning_rate", ["1e-3", "3e-3"])]``."""
-    out = []
+    out: list[tuple[str, list[str]]] = []
     for item in items:
         if "=" not in item:
             raise SweepError(f"--grid {item!r} must look like KEY=V1,V2,..., e.g. optimizer.learning_rate=1e-3,3e-3.")
@@ -286,7 +287,7 @@ def to_toml(cfg) -> str:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib
+        import tomli as tomllib  # type: ignore[no-redef]
     back = cfglib.config_from_dict(tomllib.loads(text))
     if back != cfg:  # pragma: no cover - an internal invariant
         raise AssertionError("to_toml did not round-trip the config")
