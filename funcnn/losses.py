@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -221,4 +221,5 @@ def add_l2_grad(grads, params, coef):
 
 def l2_penalty(params, l2: float, n: int) -> Array:
     """lambda/(2n) * sum of all squared weights (every leaf named ``"W"``); biases, gains are not."""
-    return l2 / (2 * n) * sum((jnp.sum(w ** 2) for w in weights(params)), jnp.zeros([]))
+    # A Python 0.0 when there are no weights (weakly typed: it never changes the loss's dtype).
+    return cast(Array, l2 / (2 * n) * sum(jnp.sum(w ** 2) for w in weights(params)))
