@@ -11,9 +11,11 @@ Every message names the argument, what was given and what is allowed.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from funcnn.errors import InvalidArgument, InvalidType
@@ -113,3 +115,64 @@ def same_structure(a, b) -> bool:
 def x64_enabled() -> bool:
     """Whether 64-bit JAX is on (``jax_enable_x64``): float64 arrays stay float64 instead of narrowing."""
     return jax.dtypes.canonicalize_dtype(np.float64) == np.float64
+
+
+def number(name: str, value, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False, high_open: bool = False) -> float:
+    """Checks ``value`` is a finite real Python/NumPy number within the bounds given; returns it as a float.
+
+    ``low``/``high`` are inclusive unless ``low_open``/``high_open``.
+    """
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
+        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
+        if low is not None and high is not None:
+            what = f"a number in {lo}, {hi}"
+        elif low is not None:
+            what = f"a finite number {'>' if low_open else '>='} {low}"
+        elif high is not None:
+            what = f"a finite number {'<' if high_open else '<='} {high}"
+        else:
+            what = "a finite number"
+        raise InvalidArgument(f"{name} must be {what}; got {value!r}.")
+    return float(value)
+
+
+def nonnegative_int(name: str, value) -> int:
+    """Checks ``value`` is an integer >= 0 (not a bool); returns it as an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise InvalidArgument(f"{name} must be a non-negative integer; got {value!r}.")
+    return int(value)
+
+
+def key(name: str, value) -> None:
+    """Raises TypeError unless ``value`` is one jax.random key (typed, or a raw uint32 key)."""
+    dtype = getattr(value, "dtype", None)
+    shape = getattr(value, "shape", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    raw = dtype == np.uint32 and shape is not None and len(shape) == 1
+    if not (typed and shape == ()) and not raw:
+        raise InvalidType(
+            f"{name} must be a single jax.random key, e.g. jax.random.key(0); got "
+            f"{value!r} (type {type(value).__name__}). Integers and NumPy generators are "
+            f"not accepted: randomness comes only from explicit keys."
+        )
+
+
+def float_dtype(dtype) -> np.dtype:
+    """Checks ``dtype`` is floating and returns the one JAX will actually use.
+
+    float64 without ``jax_enable_x64`` becomes float32 here, silently, rather than
+    with one JAX warning per array created.
+    """
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d is None or not jnp.issubdtype(d, jnp.floating):
+        raise InvalidType(f"dtype must be a floating dtype such as jnp.float32; got {dtype!r}.")
+    return jax.dtypes.canonicalize_dtype(d)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
 import types
 import typing
@@ -571,19 +570,10 @@ def _fail(key: str, value, allowed: str):
 
 
 def _number(key: str, value, *, low=None, high=None, low_open=False, high_open=False) -> None:
-    ok = math.isfinite(value)
-    ok = ok and (low is None or (value > low if low_open else value >= low))
-    ok = ok and (high is None or (value < high if high_open else value <= high))
-    if not ok:
-        lo = "" if low is None else ("(" if low_open else "[") + f"{low}"
-        hi = "" if high is None else f"{high}" + (")" if high_open else "]")
-        if low is not None and high is not None:
-            what = f"a number in {lo}, {hi}"
-        elif low is not None:
-            what = f"a finite number {'>' if low_open else '>='} {low}"
-        else:
-            what = f"a finite number {'<' if high_open else '<='} {high}"
-        _fail(key, value, what)
+    try:
+        _checks.number(key, value, low=low, high=high, low_open=low_open, high_open=high_open)
+    except ValueError as e:
+        raise ConfigError(str(e), key) from None
 
 
 def _choice(key: str, value, allowed) -> None:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks
-from funcnn.datasets import _check_key, _float_dtype, make_moons, make_sine, make_spirals, make_two_lines, make_xor
+from funcnn.datasets import make_moons, make_sine, make_spirals, make_two_lines, make_xor
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.readers import MNIST_FILES, load_csv, load_csv_features, load_idx, load_mnist
 from funcnn.typing import Array
@@ -138,7 +138,7 @@ def load_digits(*, dtype=jnp.float32, flatten: bool = True) -> tuple[Array, Arra
     Raises:
       TypeError: ``dtype`` not floating.
     """
-    dtype = _float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     resource = importlib.resources.files("funcnn").joinpath("_data").joinpath("digits.npz")
     with resource.open("rb") as f, np.load(f, allow_pickle=False) as z:
         images, labels = z["images"], z["labels"]
@@ -239,7 +239,7 @@ def train_test_split(x, y, *, test_size=0.3, key, stratify: bool = False
       TypeError: ``key`` not a jax.random key.
     """
     n = check_xy(x, y)
-    _check_key("key", key)
+    _checks.key("key", key)
     n_test = _count("test_size", test_size, n)
     if stratify:
         _check_stratify(y)
@@ -274,7 +274,7 @@ def train_val_test_split(x, y, *, val_size=0.15, test_size=0.15, key, stratify: 
       TypeError: ``key`` not a jax.random key.
     """
     n = check_xy(x, y)
-    _check_key("key", key)
+    _checks.key("key", key)
     n_val = _count("val_size", val_size, n)
     n_test = _count("test_size", test_size, n)
     if n_val + n_test >= n:
@@ -311,7 +311,7 @@ def one_hot(y, num_classes: int | None = None, *, dtype=jnp.float32) -> Array:
       ValueError: ``y`` not 1-D, ``num_classes`` missing under tracing or not a
         positive int, or (concrete ``y``) labels outside ``[0, C)``.
     """
-    dtype = _float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     y = _to_device(y)
     if not jnp.issubdtype(y.dtype, jnp.integer):
         raise InvalidType(f"y must hold integer class labels; got dtype {y.dtype}. Convert with "
@@ -372,7 +372,7 @@ def standardize_fit(x_train, *, eps: float = 1e-8, dtype=None) -> Standardizer:
     x = _to_device(x_train)
     if dtype is None:
         dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
-    return _fit(x, float(eps), _float_dtype(dtype))
+    return _fit(x, float(eps), _checks.float_dtype(dtype))
 
 
 # Jitted so a fit compiles once per shape instead of once per operation.
@@ -512,7 +512,7 @@ def minibatches(x, y, *, batch_size: int, key=None, drop_last: bool = False
     n = check_xy(x, y)
     batch_size = check_batch_size(batch_size, n)
     if key is not None:
-        _check_key("key", key)
+        _checks.key("key", key)
     x, y = _to_device(x), _to_device(y)
     if key is not None:
         order = jax.random.permutation(key, n)

@@ -11,9 +11,6 @@ Label conventions: the two classic sigmoid/BCE teaching problems
 (``make_two_lines``, ``make_xor``) default to float labels ``[n, 1]`` in {0, 1}
 and take ``labels="int"`` for ``[n]`` int32; ``make_moons`` and ``make_spirals``
 return int32 labels ``[n]`` for softmax/cross-entropy.
-
-The private key and dtype checks used by every ``funcnn.data`` function live
-here, in the lowest module, so ``funcnn.data`` can import them without a cycle.
 """
 from __future__ import annotations
 
@@ -25,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks
-from funcnn.errors import InvalidArgument, InvalidType
+from funcnn.errors import InvalidArgument
 from funcnn.typing import Array
 
 __all__ = ["make_two_lines", "make_xor", "make_sine", "make_moons", "make_spirals"]
@@ -36,34 +33,6 @@ __all__ = ["make_two_lines", "make_xor", "make_sine", "make_moons", "make_spiral
 _HALF_WIDTH, _MARGIN, _OUTER, _LENGTH = 0.5, 0.1, 1.5, 1.5
 LABELS = ("float", "int")  # the label formats of the binary generators
 
-
-def _check_key(name: str, key) -> None:
-    """Raises TypeError unless ``key`` is a jax.random key (typed or raw uint32)."""
-    dtype = getattr(key, "dtype", None)
-    shape = getattr(key, "shape", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    raw = dtype == np.uint32 and shape is not None and len(shape) == 1
-    if not (typed and shape == ()) and not raw:
-        raise InvalidType(
-            f"{name} must be a single jax.random key, e.g. jax.random.key(0); got "
-            f"{key!r} (type {type(key).__name__}). Integers and NumPy generators are "
-            f"not accepted: randomness comes only from explicit keys."
-        )
-
-
-def _float_dtype(dtype) -> np.dtype:
-    """Checks ``dtype`` is floating and returns the one JAX will actually use.
-
-    float64 without ``jax_enable_x64`` becomes float32 here, silently, rather than
-    with one JAX warning per array created.
-    """
-    try:
-        d = np.dtype(dtype)
-    except TypeError:
-        d = None
-    if d is None or not jnp.issubdtype(d, jnp.floating):
-        raise InvalidType(f"dtype must be a floating dtype such as jnp.float32; got {dtype!r}.")
-    return jax.dtypes.canonicalize_dtype(d)
 
 
 def _check_noise(noise) -> float:
@@ -79,11 +48,11 @@ def _checked(n, key, noise, dtype, labels=None) -> tuple[int, float, np.dtype]:
     Returns ``(n, noise, dtype)`` normalised; raises as the generators document.
     """
     n = _checks.positive_int("n", n)
-    _check_key("key", key)
+    _checks.key("key", key)
     noise = _check_noise(noise)
     if labels is not None:
         _checks.choice("labels", labels, LABELS)
-    return n, noise, _float_dtype(dtype)
+    return n, noise, _checks.float_dtype(dtype)
 
 
 def _pick(labels: str, y_int: Array, y_float: Array) -> Array:

@@ -37,7 +37,6 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from funcnn import _checks
-from funcnn.schedules import _number
 from funcnn.typing import Array, Params
 
 
@@ -142,9 +141,9 @@ def hessian_free(
             raise TypeError(f"{name} must be callable; got {fn!r}.")
     max_iters = _checks.positive_int("max_iters", max_iters)
     max_cg_iters = _checks.positive_int("max_cg_iters", max_cg_iters)
-    cg_tol = _number("cg_tol", cg_tol, low=0.0, strict=True)
-    damping = _number("damping", damping, low=0.0, strict=True)
-    tol = _number("tol", tol, low=0.0, strict=True)
+    cg_tol = _checks.number("cg_tol", cg_tol, low=0.0, low_open=True)
+    damping = _checks.number("damping", damping, low=0.0, low_open=True)
+    tol = _checks.number("tol", tol, low=0.0, low_open=True)
 
     x, unravel = ravel_pytree(x0)
     _checks.floating("x0", x)

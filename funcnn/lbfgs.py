@@ -52,7 +52,6 @@ from jax.flatten_util import ravel_pytree
 
 from funcnn import _checks
 from funcnn.errors import InvalidArgument, InvalidType
-from funcnn.schedules import _number
 from funcnn.typing import Array, Params
 
 
@@ -289,9 +288,9 @@ def lbfgs_minimize(
     max_iters = _checks.positive_int("max_iters", max_iters)
     history = _checks.positive_int("history", history)
     max_line_search_evals = _checks.positive_int("max_line_search_evals", max_line_search_evals)
-    tol = _number("tol", tol, low=0.0, strict=True)
-    c1 = _number("c1", c1, low=0.0, strict=True)
-    c2 = _number("c2", c2, low=c1, strict=True)
+    tol = _checks.number("tol", tol, low=0.0, low_open=True)
+    c1 = _checks.number("c1", c1, low=0.0, low_open=True)
+    c2 = _checks.number("c2", c2, low=c1, low_open=True)
     if c2 >= 1:
         raise InvalidArgument(f"c2 must be in (c1, 1); got c2={c2!r}.")
 

@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 
 from funcnn import _checks
-from funcnn.datasets import _float_dtype
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.typing import Array
 
@@ -101,7 +100,7 @@ def accuracy(y_true, y_pred, *, dtype=jnp.float32) -> Array:
         differing ``n``, or ``n == 0``.
       TypeError: ``[n]`` labels with a non-integer dtype.
     """
-    dtype = _float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     t, p = _pair(y_true, y_pred, None)
     return _accuracy(t, p, dtype)
 
@@ -176,7 +175,7 @@ def precision_recall_f1(y_true, y_pred, num_classes: int, *, dtype=jnp.float32
     Raises:
       ValueError, TypeError: as ``confusion_matrix``.
     """
-    return _per_class(confusion_matrix(y_true, y_pred, num_classes), _float_dtype(dtype))
+    return _per_class(confusion_matrix(y_true, y_pred, num_classes), _checks.float_dtype(dtype))
 
 
 @jax.jit
@@ -206,7 +205,7 @@ def macro_f1(y_true, y_pred, num_classes: int, *, dtype=jnp.float32) -> Array:
       ValueError, TypeError: as ``confusion_matrix``.
     """
     cm = confusion_matrix(y_true, y_pred, num_classes)
-    return _macro(_per_class(cm, _float_dtype(dtype))[2], cm)
+    return _macro(_per_class(cm, _checks.float_dtype(dtype))[2], cm)
 
 
 def classification_report(y_true, y_pred, num_classes: int, *, dtype=jnp.float32
@@ -234,7 +233,7 @@ def classification_report(y_true, y_pred, num_classes: int, *, dtype=jnp.float32
     Raises:
       ValueError, TypeError: as ``confusion_matrix``.
     """
-    dtype = _float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     t, p = _pair(y_true, y_pred, num_classes)
     return _report(t, p, num_classes, dtype)
 

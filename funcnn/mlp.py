@@ -39,7 +39,6 @@ import numpy as np
 from funcnn import _checks, activations, initializers, layers, losses
 from funcnn import network as _network
 from funcnn.activations import Activation
-from funcnn.datasets import _check_key
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.initializers import Initializer
 from funcnn.layers import BIAS_INITS, PRECISIONS
@@ -222,7 +221,7 @@ def _init_fn(spec: MLPSpec):
         """Draws parameters: list of {"W": [fan_in, fan_out], "b": [fan_out]}."""
         if not jnp.issubdtype(dtype, jnp.floating):
             raise InvalidType(f"dtype must be a floating dtype; got {dtype}.")
-        _check_key("key", key)  # not JAX's internal error on an int, a string, a float array
+        _checks.key("key", key)  # not JAX's internal error on an int, a string, a float array
         same = spec.bias_init == "same"
         counts = [sizes[l] * sizes[l + 1] + (sizes[l + 1] if same else 0) for l in range(L)]
         kind = initializers.scale(spec.init, sizes[0], sizes[1])[0]

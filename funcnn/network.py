@@ -36,7 +36,6 @@ import numpy as np
 from funcnn import _checks, activations, losses
 from funcnn import layers as _layers
 from funcnn.activations import OutputActivation
-from funcnn.datasets import _check_key
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.layers import DenseCache
 from funcnn.losses import Loss
@@ -264,7 +263,7 @@ def build(layers: tuple, input_size: int, out: OutputActivation, crit: Loss, l2:
         """Draws parameters: one entry per layer, each from its own split of ``key``."""
         if not jnp.issubdtype(dtype, jnp.floating):
             raise InvalidType(f"dtype must be a floating dtype; got {dtype}.")
-        _check_key("key", key)  # not JAX's internal error on an int, a string, a float array
+        _checks.key("key", key)  # not JAX's internal error on an int, a string, a float array
         return _layers.chain_init(layers, key, input_size, dtype)[1]
 
     def run(params, x, key):

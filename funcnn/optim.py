@@ -37,7 +37,6 @@ from funcnn.hessian_free import HessianFreeResult, hessian_free
 from funcnn.lbfgs import LBFGSResult, lbfgs_minimize
 from funcnn.schedules import (
     Schedule,
-    _number,
     constant_schedule,
     cosine_decay,
     cosine_decay_schedule,
@@ -120,7 +119,7 @@ def _zeros_count() -> Array:
 def _learning_rate(value) -> ScalarOrSchedule:
     if callable(value):
         return value
-    return _number("learning_rate", value, low=0.0)
+    return _checks.number("learning_rate", value, low=0.0)
 
 
 def global_norm(tree: Params) -> Array:
@@ -231,7 +230,7 @@ def scale(step_size: float) -> GradientTransformation:
     Raises:
       ValueError: if ``step_size`` is not a finite number.
     """
-    step_size = _number("step_size", step_size)
+    step_size = _checks.number("step_size", step_size)
 
     def init(params):
         del params
@@ -317,7 +316,7 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Grad
       ValueError: if a rate is outside [0, 1) or ``eps`` is negative.
     """
     b1, b2 = _checks.probability("b1", b1), _checks.probability("b2", b2)
-    eps = _number("eps", eps, low=0.0)
+    eps = _checks.number("eps", eps, low=0.0)
 
     def init(params):
         return ScaleByAdamState(
@@ -363,7 +362,7 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8) -> GradientTransformatio
       ValueError: if ``decay`` is outside [0, 1) or ``eps`` is negative.
     """
     decay = _checks.probability("decay", decay)
-    eps = _number("eps", eps, low=0.0)
+    eps = _checks.number("eps", eps, low=0.0)
 
     def init(params):
         return ScaleByRmsState(nu=jax.tree.map(jnp.zeros_like, params))
@@ -394,9 +393,9 @@ def scale_by_adagrad(initial_accumulator_value: float = 0.1, eps: float = 1e-7) 
     Raises:
       ValueError: if either argument is negative or not finite.
     """
-    initial_accumulator_value = _number(
+    initial_accumulator_value = _checks.number(
         "initial_accumulator_value", initial_accumulator_value, low=0.0)
-    eps = _number("eps", eps, low=0.0)
+    eps = _checks.number("eps", eps, low=0.0)
 
     def init(params):
         return ScaleByAdagradState(sum_of_squares=jax.tree.map(
@@ -457,7 +456,7 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     Raises:
       ValueError: if ``max_norm`` is not a positive finite number.
     """
-    max_norm = _number("max_norm", max_norm, low=0.0, strict=True)
+    max_norm = _checks.number("max_norm", max_norm, low=0.0, low_open=True)
 
     def init(params):
         del params
@@ -488,7 +487,7 @@ def add_decayed_weights(weight_decay: float = 1e-4) -> GradientTransformation:
     Raises:
       ValueError: if ``weight_decay`` is negative, or (at update) ``params`` is None.
     """
-    weight_decay = _number("weight_decay", weight_decay, low=0.0)
+    weight_decay = _checks.number("weight_decay", weight_decay, low=0.0)
 
     def init(params):
         del params
@@ -540,6 +539,16 @@ def sgd(learning_rate: ScalarOrSchedule) -> GradientTransformation:
 
     Raises:
       ValueError: if a float ``learning_rate`` is negative or not finite.
+
+    Example (one step: ``w - 0.1 g``)::
+
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from funcnn import optim
+        >>> opt = optim.sgd(0.1)
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, state = opt.update({"w": jnp.array([0.5, -4.0])}, opt.init(params), params)
+        >>> print(np.round(np.asarray(optim.apply_updates(params, updates)["w"]), 6))
+        [ 0.95 -1.6 ]
     """
     return scale_by_learning_rate(learning_rate)
 
@@ -673,6 +682,17 @@ def adam(
 
     Raises:
       ValueError: on a bad learning rate, rates outside [0, 1) or negative eps.
+
+    Example (Adam's first step is ``lr * g / |g|``, about ``lr`` per entry,
+    whatever the gradient's scale)::
+
+        >>> import jax.numpy as jnp, numpy as np
+        >>> from funcnn import optim
+        >>> opt = optim.adam(0.1)
+        >>> params = {"w": jnp.array([1.0, -2.0])}
+        >>> updates, state = opt.update({"w": jnp.array([0.5, -4.0])}, opt.init(params), params)
+        >>> print(np.round(np.asarray(optim.apply_updates(params, updates)["w"]), 6))
+        [ 0.9 -1.9]
     """
     return chain(scale_by_adam(b1, b2, eps), scale_by_learning_rate(learning_rate))
 

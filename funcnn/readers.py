@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn.datasets import _float_dtype
+from funcnn import _checks
 from funcnn.errors import InvalidArgument, InvalidType
 from funcnn.typing import Array
 
@@ -135,7 +135,7 @@ def load_mnist(directory, *, dtype=jnp.float32, flatten: bool = True
         ``[n, rows, cols]``, labels not ``[n]``, or counts that disagree.
       TypeError: ``dtype`` not floating.
     """
-    dtype = _float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     directory = os.fspath(directory)
     found: list[str] = []
     missing: list[str] = []
@@ -258,7 +258,7 @@ def load_csv_features(path, *, dtype=jnp.float32, delimiter: str = ",") -> Array
       FileNotFoundError: no file at ``path``.
       ValueError: as ``load_csv`` (no header, bad cells, not UTF-8).
     """
-    dtype = _float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     name, columns, rows = _read_table(path, delimiter)
     values, _ = _parse_cells(name, columns, rows)
     return jax.device_put(values.astype(dtype))
@@ -301,7 +301,7 @@ def load_csv(path, *, target, dtype=jnp.float32, delimiter: str = ",", return_cl
         label without ``return_classes`` too), a file that is not UTF-8.
       TypeError: ``dtype`` not floating, ``target`` not a name or list of names.
     """
-    dtype = _float_dtype(dtype)
+    dtype = _checks.float_dtype(dtype)
     targets = [target] if isinstance(target, str) else list(target) if isinstance(target, (list, tuple)) else []
     if not targets or not all(isinstance(t, str) for t in targets):
         raise InvalidType(f"target must be a column name or a non-empty list of names; got {target!r}.")

@@ -15,11 +15,9 @@ learning rate used.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 
 import jax.numpy as jnp
-import numpy as np
 
 from funcnn import _checks
 from funcnn.errors import InvalidArgument
@@ -28,22 +26,6 @@ from funcnn.typing import Array
 Schedule = Callable[[Array], Array]  # step [...] int -> lr [...] float
 
 
-def _number(name: str, value, *, low: float | None = None, strict: bool = False) -> float:
-    """Checks ``value`` is a finite real Python/NumPy number, optionally bounded below."""
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if strict else value >= low
-    if not ok:
-        bound = "" if low is None else f" {'>' if strict else '>='} {low}"
-        raise InvalidArgument(f"{name} must be a finite number{bound}; got {value!r}.")
-    return float(value)
-
-
-def _nonnegative_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise InvalidArgument(f"{name} must be a non-negative integer; got {value!r}.")
-    return int(value)
 
 
 def _float_step(step) -> Array:
@@ -65,7 +47,7 @@ def constant_schedule(value: float) -> Schedule:
     Raises:
       ValueError: if ``value`` is not a finite number.
     """
-    value = _number("value", value)
+    value = _checks.number("value", value)
 
     def schedule(step):
         return jnp.full(jnp.shape(step), value, dtype=jnp.result_type(float))
@@ -94,11 +76,11 @@ def piecewise_constant_schedule(
       ValueError: on a non-finite ``init_value``, a negative or non-integer
         boundary, or a negative scale.
     """
-    init_value = _number("init_value", init_value)
+    init_value = _checks.number("init_value", init_value)
     items = []
     for b, s in dict(boundaries_and_scales or {}).items():
-        items.append((_nonnegative_int("boundaries_and_scales boundary", b),
-                      _number(f"boundaries_and_scales[{b}]", s, low=0.0)))
+        items.append((_checks.nonnegative_int("boundaries_and_scales boundary", b),
+                      _checks.number(f"boundaries_and_scales[{b}]", s, low=0.0)))
     items.sort()
 
     def schedule(step):
@@ -128,8 +110,8 @@ def step_decay_schedule(init_value: float, decay_rate: float, step_size: int) ->
       ValueError: on a non-finite ``init_value``, ``decay_rate <= 0`` or a
         non-positive ``step_size``.
     """
-    init_value = _number("init_value", init_value)
-    decay_rate = _number("decay_rate", decay_rate, low=0.0, strict=True)
+    init_value = _checks.number("init_value", init_value)
+    decay_rate = _checks.number("decay_rate", decay_rate, low=0.0, low_open=True)
     step_size = _checks.positive_int("step_size", step_size)
 
     def schedule(step):
@@ -175,11 +157,11 @@ def exponential_decay(
       ValueError: on ``decay_rate <= 0``, a non-positive ``transition_steps``
         or non-finite values.
     """
-    init_value = _number("init_value", init_value)
-    decay_rate = _number("decay_rate", decay_rate, low=0.0, strict=True)
+    init_value = _checks.number("init_value", init_value)
+    decay_rate = _checks.number("decay_rate", decay_rate, low=0.0, low_open=True)
     transition_steps = _checks.positive_int("transition_steps", transition_steps)
     if end_value is not None:
-        end_value = _number("end_value", end_value)
+        end_value = _checks.number("end_value", end_value)
 
     def schedule(step):
         step = jnp.asarray(step)
@@ -215,9 +197,9 @@ def cosine_decay_schedule(init_value: float, decay_steps: int, alpha: float = 0.
     Raises:
       ValueError: on a non-positive ``decay_steps`` or non-finite values.
     """
-    init_value = _number("init_value", init_value)
+    init_value = _checks.number("init_value", init_value)
     decay_steps = _checks.positive_int("decay_steps", decay_steps)
-    alpha = _number("alpha", alpha)
+    alpha = _checks.number("alpha", alpha)
 
     def schedule(step):
         tau = jnp.minimum(_float_step(step), decay_steps) / decay_steps
@@ -258,10 +240,10 @@ def warmup_cosine_decay_schedule(
       ValueError: on negative ``warmup_steps``, ``decay_steps <= warmup_steps``
         or non-finite values.
     """
-    init_value = _number("init_value", init_value)
-    peak_value = _number("peak_value", peak_value)
-    end_value = _number("end_value", end_value)
-    warmup_steps = _nonnegative_int("warmup_steps", warmup_steps)
+    init_value = _checks.number("init_value", init_value)
+    peak_value = _checks.number("peak_value", peak_value)
+    end_value = _checks.number("end_value", end_value)
+    warmup_steps = _checks.nonnegative_int("warmup_steps", warmup_steps)
     decay_steps = _checks.positive_int("decay_steps", decay_steps)
     if decay_steps <= warmup_steps:
         raise InvalidArgument(

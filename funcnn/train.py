@@ -48,7 +48,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from funcnn import _checks, activations, parallel, shuffle
 from funcnn import data as _data
-from funcnn.datasets import _check_key
 from funcnn.errors import FuncnnError, InvalidArgument, InvalidType
 from funcnn.optim import GradientTransformation, apply_updates
 from funcnn.typing import Array
@@ -119,7 +118,7 @@ def init_state(net, opt: GradientTransformation, *, key, dtype=jnp.float32) -> T
       key: a ``jax.random`` key; split once into the init key and the run's rng.
       dtype: parameter dtype.
     """
-    _check_key("key", key)
+    _checks.key("key", key)
     return _init_fn(net, opt, jnp.dtype(dtype))(key)
 
 
@@ -431,6 +430,19 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         ``batch_size`` that is not a multiple of the mesh's device count.
       DivergenceError: the loss became NaN/inf; names the epoch and step and
         carries the last finite state.
+
+    Example (XOR, which no linear model separates)::
+
+        >>> import jax, funcnn
+        >>> from funcnn import data, optim, train
+        >>> x, y = data.make_xor(64, key=jax.random.key(0), noise=0.1)
+        >>> net = funcnn.mlp([2, 8, 1], hidden="tanh", output="sigmoid", loss="binary_cross_entropy")
+        >>> state, history = train.fit(net, optim.adam(0.05), (x, y), epochs=100,
+        ...                            batch_size=16, key=jax.random.key(1))
+        >>> len(history.train_loss), history.train_loss[-1] < 0.1 * history.train_loss[0]
+        (100, True)
+        >>> float((net.predict(state.params, x) == y.astype("int32")).mean())
+        1.0
     """
     epochs = _checks.positive_int("epochs", epochs)
     _checks.choice("grad", grad, GRADS)

@@ -16,6 +16,7 @@ os.environ["FUNCNN_NO_COMPILE_CACHE"] = "1"
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 
 def pytest_terminal_summary(terminalreporter):

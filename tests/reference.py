@@ -18,7 +18,7 @@ REF_ACT = {
     "tanh": lambda z: (jnp.exp(z) - jnp.exp(-z)) / (jnp.exp(z) + jnp.exp(-z)),
     "softplus": lambda z: jnp.log(1.0 + jnp.exp(z)),
     "elu": lambda z: jnp.where(z > 0, z, jnp.exp(z) - 1.0),
-    "gelu": lambda z: 0.5 * z * (1.0 + jnp.tanh(np.sqrt(2.0 / np.pi) * (z + 0.044715 * z**3))),
+    "gelu": lambda z: 0.5 * z * (1.0 + jnp.tanh(float(np.sqrt(2.0 / np.pi)) * (z + 0.044715 * z**3))),
     "swish": lambda z: z / (1.0 + jnp.exp(-z)),
 }
 HIDDEN_NAMES = tuple(REF_ACT)

@@ -51,7 +51,7 @@ def scaled_tanh(a=1.7159, b=2 / 3, *, wrong=False):
 def maxout(width, k=2, *, wrong=False):
     """Maxout: k affine maps per output unit, the largest wins. Params {"W": [d, width*k], "b": [width*k]}."""
     def init(key, d, dtype):
-        return width, {"W": jax.random.normal(key, (d, width * k), dtype) / np.sqrt(d),
+        return width, {"W": jax.random.normal(key, (d, width * k), dtype) / float(np.sqrt(d)),
                        "b": jnp.zeros((width * k,), dtype)}
 
     def forward(params, x, *, key=None):
