@@ -400,10 +400,16 @@ def load(path, *, custom=()) -> Checkpoint:
     def bad(what):
         return CheckpointError(f"checkpoint {name!r} is invalid: {what}.")
 
+    meta, net, arrays = _read_verified(path, name, tuple(custom), bad)
+    return _assemble(meta, net, arrays, bad)
+
+
+def _read_verified(path: Path, name: str, custom: tuple, bad) -> tuple[dict, Network, dict]:
+    """The file's metadata, rebuilt network and arrays, with the digest and the x64 mode checked."""
     try:
         with zipfile.ZipFile(path) as zf:
             meta = _read_meta(zf, bad)
-            net = _rebuild(meta, tuple(custom), bad)
+            net = _rebuild(meta, custom, bad)
             arrays = _read_arrays(zf, meta, net, bad)
     except CheckpointError:
         raise
@@ -429,6 +435,11 @@ def load(path, *, custom=()) -> Checkpoint:
                 f"checkpoint {name!r} holds 64-bit arrays ({', '.join(wide[:3])}...) but "
                 "jax_enable_x64 is off, so they would be narrowed; enable it first with "
                 "jax.config.update('jax_enable_x64', True).")
+    return meta, net, arrays
+
+
+def _assemble(meta: dict, net: Network, arrays: dict, bad) -> Checkpoint:
+    """The ``Checkpoint`` of verified ``arrays``: parameters in the network's tree, the key rebuilt."""
     template = _template(net)
     param_names = [n for n, _, _ in _param_entries(template)]
     opt_names = sorted(k for k in arrays if k.startswith("opt_state/"))

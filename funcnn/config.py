@@ -584,9 +584,16 @@ def _choice(key: str, value, allowed) -> None:
 
 
 def _validate(cfg: Config) -> None:
-    m, o, t, d, out = cfg.model, cfg.optimizer, cfg.training, cfg.data, cfg.output
+    """Checks every field of ``cfg``, section by section; raises ConfigError naming the key."""
+    _validate_model(cfg.model)
+    _validate_optimizer(cfg.optimizer, cfg.training)
+    _validate_training(cfg.training, cfg.data)
+    _validate_data(cfg.data, cfg.model)
+    _validate_output(cfg.output)
 
-    # [model]
+
+def _validate_model(m: ModelConfig) -> None:
+    """[model]: names from the library's tables, numbers in range, then the library's own checks."""
     if len(m.sizes) < 2 or any(s <= 0 for s in m.sizes):
         _fail("model.sizes", list(m.sizes), "at least two positive layer widths, input first, "
               "e.g. [64, 256, 10]")
@@ -603,7 +610,9 @@ def _validate(cfg: Config) -> None:
     _choice("model.precision", m.precision, PRECISIONS)
     build_model(m)  # the library's own checks, e.g. (output, loss) pairs
 
-    # [optimizer]
+
+def _validate_optimizer(o: OptimizerConfig, t: TrainingConfig) -> None:
+    """[optimizer]: numbers in range; settings used only by some optimizers or schedules given only with them."""
     _choice("optimizer.name", o.name, OPTIMIZERS)
     _choice("optimizer.schedule", o.schedule, SCHEDULES)
     _number("optimizer.learning_rate", o.learning_rate, low=0, low_open=True)
@@ -645,7 +654,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"optimizer.name={o.name!r} is full-batch: set training.batch_size = 0; "
                               f"got {t.batch_size}.", "training.batch_size")
 
-    # [training]
+
+def _validate_training(t: TrainingConfig, d: DataConfig) -> None:
+    """[training]; early stopping needs a validation split."""
     if t.epochs <= 0:
         _fail("training.epochs", t.epochs, "a positive integer")
     if t.batch_size < 0:
@@ -659,7 +670,9 @@ def _validate(cfg: Config) -> None:
             raise ConfigError("training.early_stopping needs a validation split: set "
                               "data.val_size > 0 (e.g. 0.15).", "training.early_stopping")
 
-    # [data]
+
+def _validate_data(d: DataConfig, m: ModelConfig) -> None:
+    """[data]: the data set's own keys, and its input/output widths against model.sizes."""
     _choice("data.name", d.name, DATASETS)
     _number("data.test_size", d.test_size, low=0, high=1, low_open=True, high_open=True)
     _number("data.val_size", d.val_size, low=0, high=1, high_open=True)
@@ -696,6 +709,8 @@ def _validate(cfg: Config) -> None:
                           f"{_OUTPUTS[d.name]} outputs: set model.sizes[-1] = {_OUTPUTS[d.name]}.",
                           "model.sizes")
 
-    # [output]
+
+def _validate_output(out: OutputConfig) -> None:
+    """[output]."""
     if not out.dir.strip():
         _fail("output.dir", out.dir, "a non-empty directory name")

@@ -321,10 +321,22 @@ def _run(prob: _Problem, dtype: str, max_entries, sweep_entries: int, kinks_ever
     fwd_flat[idx] = np.asarray(fwd)[: idx.size]
     forward = jax.tree.unflatten(jax.tree.structure(prob.theta),
                                  _split_like(fwd_flat, jax.tree.leaves(prob.theta)))
+    rev_flat = np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(reverse)] or
+                              [np.zeros(0)])
+    fd, kinked, sweep = _finite_differences(prob, idx, rev_flat, sweep_entries)
+    rows = _rows(prob, dtype, reverse, forward, fd, kinked, checked, kinks_everywhere)
+    return rows, sweep, idx.size, P
 
-    # Finite differences, float64 throughout: every shifted point in one call.
+
+def _finite_differences(prob: _Problem, idx, rev_flat, sweep_entries: int):
+    """Central differences at the entries ``idx``, the kinks among them and the eps sweep.
+
+    Float64 throughout, every shifted point in one call of ``_shifted_values``.
+    Returns ``(fd [P], kinked [P] bool, EpsSweep or None)``.
+    """
     th64 = np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(prob.theta64)] or
                           [np.zeros(0)])
+    P = th64.size
     scale = np.maximum(1.0, np.abs(th64))
     kink_check = not prob.smooth and idx.size > 0
     points = [(idx, FD_STEP * scale[idx]), (idx, -FD_STEP * scale[idx])]
@@ -335,7 +347,6 @@ def _run(prob: _Problem, dtype: str, max_entries, sweep_entries: int, kinks_ever
         # Candidates: half the largest reverse-mode entries, plus a fixed-seed draw; the
         # ones at kinks are dropped below. Evaluated with repeats, so the number of
         # points (and so the compiled program) does not depend on the values.
-        rev_flat = np.concatenate([np.asarray(a, np.float64).ravel() for a in jax.tree.leaves(reverse)])
         rng = np.random.default_rng(0)
         cand = np.concatenate([idx[np.argsort(-np.abs(rev_flat[idx]))][: sweep_entries // 2],
                                rng.choice(idx, min(idx.size, sweep_entries), replace=False)])
@@ -358,19 +369,27 @@ def _run(prob: _Problem, dtype: str, max_entries, sweep_entries: int, kinks_ever
         # slope's jump (a kink exactly at theta_i: the whole jump, one-sided).
         kinked[idx] = (np.abs(fd[idx] - fd2) > 1e-6 * top) | \
                       (np.abs((plus - f0) / h - (f0 - minus) / h) > 1e-3 * top)
-
     sweep = None
     if cand.size:
         curves = values[at.size - 2 * len(SWEEP_STEPS) * cand.size:].reshape(len(SWEEP_STEPS), 2, cand.size)
-        uniq, first = np.unique(cand, return_index=True)
-        keep = ~kinked[uniq]
-        pick, where = uniq[keep][:sweep_entries], first[keep][:sweep_entries]
-        ref = rev_flat[pick]
-        errs = [float(np.max(np.abs((c[0, where] - c[1, where]) / (2 * hs * scale[pick]) - ref))
-                      / max(np.max(np.abs(ref)), 1e-300)) if pick.size else np.nan
-                for hs, c in zip(SWEEP_STEPS, curves, strict=True)]
-        sweep = EpsSweep(SWEEP_STEPS, tuple(errs), len(pick))
+        sweep = _sweep(curves, cand, kinked, rev_flat, scale, sweep_entries)
+    return fd, kinked, sweep
 
+
+def _sweep(curves, cand, kinked, rev_flat, scale, sweep_entries: int) -> EpsSweep:
+    """The eps sweep: the central difference's error against reverse mode at each step of SWEEP_STEPS."""
+    uniq, first = np.unique(cand, return_index=True)
+    keep = ~kinked[uniq]
+    pick, where = uniq[keep][:sweep_entries], first[keep][:sweep_entries]
+    ref = rev_flat[pick]
+    errs = [float(np.max(np.abs((c[0, where] - c[1, where]) / (2 * hs * scale[pick]) - ref))
+                  / max(np.max(np.abs(ref)), 1e-300)) if pick.size else np.nan
+            for hs, c in zip(SWEEP_STEPS, curves, strict=True)]
+    return EpsSweep(SWEEP_STEPS, tuple(errs), len(pick))
+
+
+def _rows(prob: _Problem, dtype: str, reverse, forward, fd, kinked, checked, kinks_everywhere: bool) -> list:
+    """Three rows per leaf: the manual gradient against reverse mode, forward mode and finite differences."""
     leaves64 = jax.tree.leaves(prob.theta64)
     as_tree = lambda v: jax.tree.unflatten(jax.tree.structure(prob.theta64), _split_like(v, leaves64))
     fd_tree, kink_tree, checked_tree = as_tree(fd), as_tree(kinked), as_tree(checked)
@@ -388,7 +407,7 @@ def _run(prob: _Problem, dtype: str, max_entries, sweep_entries: int, kinks_ever
                              mask=chk & ~kink if kinks_everywhere else chk, piece=piece))
         rows.append(_compare(name, layer, "finite_diff", a, fdl, TOLERANCES[("finite_diff", dtype)],
                              excluded=int(kink.sum()), mask=chk & ~kink, piece=piece))
-    return rows, sweep, idx.size, P
+    return rows
 
 
 def _report(title, dtype, results) -> GradcheckReport:

@@ -445,6 +445,27 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         1.0
     """
     epochs = _checks.positive_int("epochs", epochs)
+    x, y, val, batch_size, state = _fit_inputs(
+        net, opt, data, validation, batch_size=batch_size, key=key, grad=grad, early_stopping=early_stopping,
+        state=state, dtype=dtype, mesh=mesh, first_epoch=first_epoch, best=best)
+    if val is None:
+        run_epoch = make_epoch(net, opt, batch_size=batch_size, grad=grad, drop_last=drop_last, mesh=mesh)
+    else:
+        run_epoch = functools.partial(_epoch_then_evaluate(net, opt, batch_size, grad, drop_last, mesh),
+                                      xv=val[0], yv=val[1])
+    replay = functools.partial(_replay, net, opt, grad, batch_size, drop_last, mesh=mesh)
+    return _epoch_loop(run_epoch, replay, net, state, x, y, epochs=range(first_epoch, first_epoch + epochs),
+                       sizes=_step_sizes(x.shape[0], batch_size, drop_last), validated=val is not None,
+                       best=NO_BEST if best is None else best, callback=callback, early_stopping=early_stopping)
+
+
+def _fit_inputs(net, opt, data, validation, *, batch_size, key, grad, early_stopping, state, dtype, mesh,
+                first_epoch, best):
+    """``fit``'s arguments checked and prepared: ``(x, y, (xv, yv) or None, batch_size, state)``.
+
+    Every check runs here, before anything is compiled; with a mesh, the data
+    and the state come back replicated on it.
+    """
     _checks.choice("grad", grad, GRADS)
     if isinstance(first_epoch, bool) or not isinstance(first_epoch, (int, np.integer)) or first_epoch < 0:
         raise InvalidArgument(f"first_epoch must be an integer >= 0; got {first_epoch!r}.")
@@ -457,12 +478,11 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         data, validation = (_gather_rows(mesh, d) for d in (data, validation))
     x, y = _prepare(net, data, dtype, "data")
     batch_size = _data.check_batch_size(batch_size, x.shape[0])
-    if validation is not None:
-        xv, yv = _prepare(net, validation, dtype, "validation")
+    val = None if validation is None else _prepare(net, validation, dtype, "validation")
     if mesh is not None:  # every device holds the whole set: the shuffle stays the 1-device one
         x, y = parallel.replicate(mesh, (x, y))
-        if validation is not None:
-            xv, yv = parallel.replicate(mesh, (xv, yv))
+        if val is not None:
+            val = parallel.replicate(mesh, val)
     if early_stopping is not None:
         _checks.positive_int("early_stopping", early_stopping)
         if validation is None:
@@ -476,19 +496,21 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
                               "(or chain); continue a run with the optimizer that made its state.")
     if mesh is not None:
         state = parallel.replicate(mesh, state)
+    return x, y, val, batch_size, state
 
-    if validation is None:
-        run_epoch = make_epoch(net, opt, batch_size=batch_size, grad=grad, drop_last=drop_last, mesh=mesh)
-    else:
-        run_epoch = functools.partial(_epoch_then_evaluate(net, opt, batch_size, grad, drop_last, mesh),
-                                      xv=xv, yv=yv)
-    sizes = _step_sizes(x.shape[0], batch_size, drop_last)
-    best = NO_BEST if best is None else best
+
+def _epoch_loop(run_epoch, replay, net, state, x, y, *, epochs, sizes, validated, best, callback,
+                early_stopping):
+    """``fit``'s loop over ``epochs`` (a range of epoch numbers): one compiled call and one host sync each.
+
+    ``replay(num_steps, state, x, y)`` recomputes the state before a step whose
+    loss was not finite (for ``DivergenceError``).
+    """
     history = History([], [], [], best.epoch, False)
     pending = run_epoch(state, x, y)
-    for epoch in range(first_epoch, first_epoch + epochs):
+    for epoch in epochs:
         new_state, *fetched = pending  # fetched: [losses] or [losses, (val loss, val acc)]
-        if epoch + 1 < first_epoch + epochs:
+        if epoch + 1 < epochs.stop:
             # Dispatch the next epoch before waiting on this one: the device never
             # idles while the host checks losses or runs the callback. If this epoch
             # diverged or stops the run early, that next epoch is discarded unseen.
@@ -497,12 +519,11 @@ def fit(net, opt: GradientTransformation, data, *, epochs: int, batch_size: int,
         losses = fetched[0]
         if not np.all(np.isfinite(losses)):
             bad = int(np.argmax(~np.isfinite(losses)))
-            last_good = _replay(net, opt, grad, batch_size, drop_last, bad, state, x, y, mesh)
-            raise DivergenceError(epoch, bad, last_good, history)
+            raise DivergenceError(epoch, bad, replay(bad, state, x, y), history)
         state = new_state
         metrics = {"epoch": epoch, "train_loss": float(np.sum(losses * sizes) / np.sum(sizes))}
         history.train_loss.append(metrics["train_loss"])
-        if validation is not None:
+        if validated:
             val_loss, val_acc = (float(v) for v in fetched[1])
             metrics["val_loss"] = val_loss
             history.val_loss.append(val_loss)
