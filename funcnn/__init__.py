@@ -13,15 +13,19 @@ Public API (one obvious place for each thing)::
     funcnn.train                           TrainState, make_train_step, make_epoch, fit, fit_many
     funcnn.shuffle                         the keyed, sort-free permutation each epoch is shuffled with
     funcnn.data, funcnn.metrics            datasets, splits, readers; accuracy, F1, R^2, ...
-    funcnn.checkpoint, funcnn.config       safe checkpoints; typed TOML configs
+    funcnn.checkpoint                      safe checkpoints
     funcnn.errors                          FuncnnError: the base of every user error funcnn raises
     funcnn.parallel                        data-parallel meshes, multi-host initialisation
-    funcnn.plots                           optional matplotlib figures (needs the "plot" extra)
+
+The application layer (``funcnn.app``: config, experiment, cli, plots, the
+playground, explain, mistakes, sweeps) prints and writes files; the library
+never imports it. ``funcnn.config`` (typed TOML configs), ``funcnn.plots``
+(optional matplotlib figures), ``funcnn.experiment`` and ``funcnn.cli`` are
+its modules under their old names, loaded on first use.
 """
 from funcnn import (
                     activations,
                     checkpoint,
-                    config,
                     data,
                     errors,
                     gradcheck,
@@ -38,6 +42,16 @@ from funcnn._version import __version__ as __version__
 from funcnn.gradcheck import GradcheckReport
 from funcnn.mlp import MLP, MLPSpec, count_params, from_spec, mlp, spec_from_dict, with_manual_vjp
 from funcnn.network import Cache, Network, NetworkSpec, network
+
+_APP_MODULES = ("config", "experiment", "plots", "cli")  # funcnn.X is funcnn.app.X, imported on first use
+
+
+def __getattr__(name: str):
+    if name in _APP_MODULES:
+        import importlib
+
+        return importlib.import_module(f"funcnn.app.{name}")
+    raise AttributeError(f"module 'funcnn' has no attribute {name!r}")
 
 __all__ = [
     "MLP",

@@ -1,6 +1,6 @@
 """``python -m funcnn`` is the ``funcnn`` command."""
 import sys
 
-from funcnn.cli import main
+from funcnn.app.cli import main
 
 sys.exit(main())

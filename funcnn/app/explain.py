@@ -169,8 +169,9 @@ def explain_text(net, params, x, t, learning_rate: float, *, title: str, note: s
 def problem_from_path(path: str, overrides):
     """``(net, params, x, t, lr, title, note)`` for a config (initial params, first training example)
     or a checkpoint (its params, the first test example of its run's split)."""
-    from funcnn import checkpoint, experiment
-    from funcnn import config as cfglib
+    from funcnn import checkpoint
+    from funcnn.app import config as cfglib
+    from funcnn.app import experiment
 
     p = Path(path)
     if p.suffix == ".toml":

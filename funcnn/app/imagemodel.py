@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import activations, checkpoint, data, experiment
-from funcnn import config as cfglib
+from funcnn import activations, checkpoint, data
+from funcnn.app import config as cfglib
+from funcnn.app import experiment
 from funcnn.errors import InvalidArgument
 from funcnn.network import Network
 

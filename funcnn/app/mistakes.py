@@ -13,9 +13,9 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from funcnn import config as cfglib
-from funcnn import experiment, metrics
-from funcnn.app import imagemodel
+from funcnn import metrics
+from funcnn.app import config as cfglib
+from funcnn.app import experiment, imagemodel
 from funcnn.errors import InvalidArgument
 
 SHADES = " .:-=+*#%@"  # ink from none to full, one character per tenth
@@ -79,7 +79,7 @@ def _run_data(run_dir: Path):
 
 def write_plots(out_dir: Path, model, found: Mistakes, raw, top: int) -> list[Path]:
     """``mistakes.png`` (the ``top`` surest mistakes) and ``confusion.png`` in ``out_dir``; needs matplotlib."""
-    from funcnn import plots
+    from funcnn.app import plots
 
     written = [plots.plot_confusion(found.confusion, out_dir / "confusion.png",
                                     title=f"{model.name}: confusion matrix on the test split")]

@@ -244,7 +244,7 @@ def cmd_playground(args) -> int:
     try:
         server = make_server(model, samples, host=args.host, port=args.port)
     except OSError as e:
-        from funcnn.cli import UserError  # at call time: cli imports this module to register it
+        from funcnn.app.cli import UserError  # at call time: cli imports this module to register it
 
         raise UserError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}; "
                       "choose another --port (0 picks a free one).") from None

@@ -36,8 +36,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from funcnn import activations, checkpoint, experiment, initializers, layers, losses, train
-from funcnn import config as cfglib
+from funcnn import activations, checkpoint, initializers, layers, losses, train
+from funcnn.app import config as cfglib
+from funcnn.app import experiment
 from funcnn.errors import InvalidArgument
 
 

@@ -1,18 +1,6 @@
-"""Data: the bundled digits set, splits, scaling, batching, generated sets, file readers.
+"""The bundled digits set, splits, scaling, batching and shifts (``funcnn.data``'s own functions).
 
-``funcnn.data.X`` is the one public spelling of every name here. Generated sets
-live in ``funcnn.datasets`` and file readers in ``funcnn.readers``; both are
-re-exported below so users never import those modules.
-
-Conventions:
-  * Arrays are ``[n, ...]``: the first axis indexes samples everywhere.
-  * Float outputs are float32 unless a ``dtype=`` keyword says otherwise
-    (float64 needs ``jax_enable_x64``; without it float32 is returned).
-  * Randomness comes only from a keyword-only ``key`` (a ``jax.random.key``);
-    the same key always gives the same split, shuffle or data set.
-  * Functions here run eagerly on concrete data and validate it before doing
-    any work; only ``standardize_apply`` and ``one_hot`` (given
-    ``num_classes``) are meant to be called inside ``jit`` as well.
+Conventions: see ``funcnn.data``.
 """
 from __future__ import annotations
 
@@ -27,19 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcnn import _checks
-from funcnn.datasets import make_moons, make_sine, make_spirals, make_two_lines, make_xor
 from funcnn.errors import InvalidArgument, InvalidType
-from funcnn.readers import MNIST_FILES, load_csv, load_csv_features, load_idx, load_mnist
 from funcnn.typing import Array
-
-__all__ = [
-    "load_digits", "train_test_split", "train_val_test_split", "one_hot",
-    "Standardizer", "standardize_fit", "standardize_apply", "standardize",
-    "minibatches", "check_xy", "check_batch_size", "augment_shifts",
-    "make_two_lines", "make_xor", "make_sine", "make_moons", "make_spirals",
-    "load_idx", "load_mnist", "load_csv", "load_csv_features", "MNIST_FILES",
-]
-
 
 # --------------------------------------------------------------------------- checks
 
