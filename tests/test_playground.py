@@ -226,13 +226,24 @@ def test_a_non_image_model_is_refused_naming_why(tmp_path, capsys):
         f"funcnn: error: no such run directory or checkpoint: {tmp_path / 'missing'}"]
 
 
-def test_the_command_serves_until_ctrl_c_and_stops_with_one_line():
-    proc = subprocess.Popen([sys.executable, "-m", "funcnn", "playground", str(digits_run()), "--port", "0"],
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("host", [None, "0.0.0.0"])
+def test_the_command_serves_until_ctrl_c_and_stops_with_one_line(host):
+    # As a user meets it: `funcnn playground RUN [--host H] --port P`, requests, then Ctrl-C (SIGINT).
+    port = _free_port()
+    args = ["--port", str(port)] + ([] if host is None else ["--host", host])
+    proc = subprocess.Popen([sys.executable, "-m", "funcnn", "playground", str(digits_run()), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     try:
         first = proc.stdout.readline()  # blocks until the server is listening
-        assert first.startswith("funcnn playground: digits-tiny (8x8 images, 10 classes) at http://127.0.0.1:"), first
-        port = int(first.split("127.0.0.1:")[1].split("/")[0])
+        shown = host or "127.0.0.1"
+        assert first == (f"funcnn playground: digits-tiny (8x8 images, 10 classes) at http://{shown}:{port}/  "
+                         "(Ctrl-C stops)\n"), first
         assert post(("127.0.0.1", port), b"not json")[0] == 400
         assert request(("127.0.0.1", port), "GET", "/api/model")[0] == 200
         proc.send_signal(signal.SIGINT)
@@ -240,4 +251,9 @@ def test_the_command_serves_until_ctrl_c_and_stops_with_one_line():
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert out.splitlines() == ["funcnn playground: stopped."] and err == ""
+    assert out.splitlines() == ["funcnn playground: stopped."]
+    if host is None:
+        assert err == ""
+    else:  # anything but this machine's own address is reachable from the network: say so, once, on stderr
+        assert err.splitlines() == [f"funcnn playground: warning: serving on {host}, so other machines can reach "
+                                    "it; use the default 127.0.0.1 to keep it local."]
