@@ -174,8 +174,20 @@ BAD_GETS = [
     ("GET", "/nope", 404, "no such page: /nope"),
     ("GET", "/../funcnn/app/playground.py", 404, "no such page"),
     ("GET", "/static/../../checkpoint.py", 404, "no such page"),
-    ("GET", "/%2e%2e/%2e%2e/etc/passwd", 404, "no such page"),
+    ("GET", "/static/../../etc/passwd", 404, "no such page: /static/../../etc/passwd"),
+    ("GET", "/../../../../etc/passwd", 404, "no such page"),
+    ("GET", "/%2e%2e/%2e%2e/etc/passwd", 404, "no such page: /%2e%2e/%2e%2e/etc/passwd"),
+    ("GET", "/static/%2e%2e/%2e%2e/etc/passwd", 404, "no such page"),
+    ("GET", "/%2e%2e%2f%2e%2e%2fetc%2fpasswd", 404, "no such page"),
+    ("GET", "/..%2f..%2f..%2fetc%2fpasswd", 404, "no such page"),
+    ("GET", "/%252e%252e/etc/passwd", 404, "no such page"),
+    ("GET", "/..\\..\\etc\\passwd", 404, "no such page"),
+    ("GET", "//etc/passwd", 404, "no such page"),
+    ("GET", "/app.js%00.html", 404, "no such page"),
     ("GET", "/static/", 404, "no such page"),
+    ("GET", "/static", 404, "no such page"),
+    ("GET", "/funcnn/app/static/", 404, "no such page"),
+    ("GET", "/./", 404, "no such page"),
     ("GET", "/app.js/", 404, "no such page"),
     ("GET", "/api/predict", 405, "POST /api/predict"),
     ("POST", "/api/model", 405, "POST is only for /api/predict"),
@@ -192,6 +204,8 @@ def test_unknown_paths_and_methods_get_a_json_4xx(server, method, path, status, 
     got, ctype, doc = request(server, method, path, b"{}" if method == "POST" else None)
     assert (got, ctype) == (status, "application/json")
     assert words in doc["error"], doc
+    assert "root:" not in json.dumps(doc)  # no file outside the package's static files is ever read
+    assert request(server, "GET", "/api/model")[0] == 200  # the server still answers
 
 
 @pytest.mark.parametrize("data,status,words", [

@@ -39,6 +39,8 @@ STATIC = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+PAGES = ", ".join(["GET " + p for p in STATIC if p != "/index.html"] + ["GET /api/model", "POST /api/predict",
+                                                                        "GET /api/samples?n=12"])
 # Data sets funcnn ships, so a run's test split can be re-created without reading a path from the checkpoint.
 BUNDLED = ("digits",)
 MAX_SAMPLES = 64
@@ -206,7 +208,7 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
                 name, ctype = STATIC[url.path]
                 body = importlib.resources.files("funcnn.app").joinpath("static", name).read_bytes()
                 return self._send(200, body, ctype)
-            raise RequestError(404, f"no such page: {url.path[:200]}")
+            raise RequestError(404, f"no such page: {url.path[:200]}; this server has {PAGES}")
 
         def _post(self):
             url = urllib.parse.urlsplit(self.path)
