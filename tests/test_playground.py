@@ -80,6 +80,7 @@ def test_model_endpoint_describes_the_run(server):
     status, ctype, doc = request(server, "GET", "/api/model")
     assert status == 200 and ctype == "application/json"
     assert doc["input_size"] == 64 and doc["side"] == 8 and doc["box"] == [8, 7] and doc["pen"] == 2
+    assert doc["centre"] == "box"  # the 8x8 digits' bitmaps were framed by their box; MNIST's by mass
     assert doc["classes"] == list(range(10)) and doc["run"] == "digits-tiny"
     assert doc["hidden_sizes"] == [32] and "digits test split" in doc["samples"]
 

@@ -4,7 +4,8 @@ A local web server (standard library ``http.server``; one small page of
 vanilla JS/CSS shipped in ``funcnn/app/static``, no build step, no CDN) and
 a JSON API beside the page:
 
-    GET  /api/model     {"input_size", "side", "box", "pen", "classes", "run", "hidden_sizes", "samples"}
+    GET  /api/model     {"input_size", "side", "box", "pen", "centre", "classes", "run", "hidden_sizes",
+                         "samples"}
     POST /api/predict   {"pixels": [k*k row-major floats in [0, 1]]}
                         -> {"probabilities", "label", "hidden", "saliency"}
     GET  /api/samples?n=12   random test images of the run's own split with their predictions
@@ -143,7 +144,7 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
     hidden_sizes = [int(np.asarray(h).shape[-1]) for h in
                     model.answer(np.zeros((1, model.net.input_size)))["hidden"]]  # also compiles once
     info = {"input_size": model.net.input_size, "side": model.side, "box": list(model.frame.box),
-            "pen": model.frame.pen,
+            "pen": model.frame.pen, "centre": model.frame.centre,
             "classes": list(range(model.net.output_size)), "run": model.name, "hidden_sizes": hidden_sizes,
             "samples": None if samples is None else samples.source}
     limit = body_limit(model.net.input_size)

@@ -65,34 +65,48 @@ for (const type of ["pointerup", "pointercancel"]) {
 // ---------------------------------------------------------------- downsampling
 
 // The training images were made from pen strokes: the digit scaled (aspect kept) into a box of the k x k
-// frame (the 8x8 digits: the full height; MNIST: 20x20), centred, drawn with a pen of a fixed width in image
-// pixels, each pixel the ink's area average in [0, 1]. The page keeps the strokes and does the same:
-// it redraws them at SUPER times the model's resolution with the model's pen, then averages SUPER x SUPER blocks.
+// frame (the 8x8 digits: the full height; MNIST: 20x20), drawn with a pen of a fixed width in image pixels,
+// each pixel the ink's area average in [0, 1], and centred: the 8x8 digits by their bounding box, MNIST by
+// the ink's centre of mass (LeCun et al.: "centered in a 28x28 image by computing the center of mass of the
+// pixels"). The page keeps the strokes and does the same: it redraws them at SUPER times the model's
+// resolution with the model's pen, then averages SUPER x SUPER blocks. The test calls this with known strokes.
 const SUPER = 4;
 const work = document.createElement("canvas");
 
-function downsample() {
-  const points = state.strokes.flat();
+// strokes: lists of [x, y] points on a pad of padSize x padSize; model: /api/model's side, box, pen, centre.
+function downsample(strokes, model, padSize) {
+  const points = strokes.flat();
   if (points.length === 0) return null;
-  const k = state.model.side, [boxH, boxW] = state.model.box, pen = state.model.pen;
+  const k = model.side, [boxH, boxW] = model.box, pen = model.pen;
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
   const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
-  const minExtent = pad.height / 8;  // a dot or a short dash is not blown up to fill the frame
+  const minExtent = padSize / 8;  // a dot or a short dash is not blown up to fill the frame
   const scale = Math.min((boxH - pen) / Math.max(y1 - y0, minExtent), (boxW - pen) / Math.max(x1 - x0, minExtent));
+  // First the bounding box's centre at the image's centre; MNIST-style frames then move the ink's
+  // centre of mass there (a sub-pixel shift, drawn again rather than resampled).
+  let ink = render(strokes, k, pen, scale, k / 2 - scale * (x0 + x1) / 2, k / 2 - scale * (y0 + y1) / 2);
+  if (model.centre === "mass") {
+    const [cx, cy] = centreOfMass(ink.pixels, k);
+    if (cx !== null) ink = render(strokes, k, pen, scale, ink.dx + k / 2 - cx, ink.dy + k / 2 - cy);
+  }
+  return ink.pixels;
+}
+
+// The strokes mapped by p -> scale * p + (dx, dy) into a k x k image, as area averages in [0, 1].
+function render(strokes, k, pen, scale, dx, dy) {
   const K = k * SUPER;
   work.width = K;
   work.height = K;
   const c = work.getContext("2d", { willReadFrequently: true });
   c.fillStyle = "#000";
   c.fillRect(0, 0, K, K);
-  c.setTransform(SUPER * scale, 0, 0, SUPER * scale, SUPER * (k / 2 - scale * (x0 + x1) / 2),
-    SUPER * (k / 2 - scale * (y0 + y1) / 2));
+  c.setTransform(SUPER * scale, 0, 0, SUPER * scale, SUPER * dx, SUPER * dy);
   c.strokeStyle = "#fff";
   c.fillStyle = "#fff";
   c.lineWidth = pen / scale;  // in pad units: the transform scales it to `pen` image pixels
   c.lineCap = "round";
   c.lineJoin = "round";
-  for (const line of state.strokes) {
+  for (const line of strokes) {
     c.beginPath();
     c.moveTo(line[0][0], line[0][1]);
     if (line.length === 1) c.lineTo(line[0][0] + 0.01, line[0][1]);
@@ -104,8 +118,16 @@ function downsample() {
   for (let y = 0; y < K; y++) {
     for (let x = 0; x < K; x++) out[Math.floor(y / SUPER) * k + Math.floor(x / SUPER)] += img[4 * (y * K + x)];
   }
-  return out.map((v) => Math.min(1, v / (255 * SUPER * SUPER)));
+  return { pixels: out.map((v) => Math.min(1, v / (255 * SUPER * SUPER))), dx, dy };
 }
+
+// [x, y] of the ink's centre of mass in image pixels (pixel i spans [i, i + 1)); [null, null] without ink.
+function centreOfMass(pixels, k) {
+  let total = 0, sx = 0, sy = 0;
+  pixels.forEach((v, p) => { total += v; sx += v * (p % k + 0.5); sy += v * (Math.floor(p / k) + 0.5); });
+  return total > 0 ? [sx / total, sy / total] : [null, null];
+}
+state.downsample = (strokes) => downsample(strokes, state.model, pad.height);
 
 // ---------------------------------------------------------------- talking to the server
 
@@ -126,7 +148,7 @@ async function api(path, body) {
 }
 
 async function predictNow() {
-  const pixels = downsample();
+  const pixels = downsample(state.strokes, state.model, pad.height);
   if (pixels === null) return;
   const id = ++state.requests;
   try {
