@@ -4,6 +4,7 @@
 
 const PEN = 30;            // stroke width on the 280 px pad: thick, like the 8x8 digits' strokes
 const DEBOUNCE_MS = 60;    // at most one request per this many ms while drawing
+const HIDDEN_COLS = 32;    // hidden units per row of a layer's strip
 const $ = (id) => document.getElementById(id);
 
 const state = { model: null, pixels: null, answer: null, requests: 0, answered: 0, drawing: false, last: null,
@@ -186,14 +187,17 @@ function paintImage(canvas, pixels, k, tint) {
   c.putImageData(data, 0, 0);
 }
 
-// Diverging colours over a dim copy of the input: red where more ink raises p(class), blue where it lowers it.
+// Diverging colours, red where more ink raises p(class) and blue where it lowers it, over a light copy of the
+// input (its ink grey) so the colours can be placed on the drawing. The square root of |d p / d x| / peak keeps
+// the middle values visible: border pixels that were almost always blank in training have a tiny std, so
+// their d p / d x is large and would otherwise leave every other pixel nearly white.
 function paintSaliency(pixels, saliency, k) {
   let peak = 0;
   for (const s of saliency) peak = Math.max(peak, Math.abs(s));
   paintImage($("saliency"), pixels, k, (p) => {
-    const base = 40 + 60 * pixels[p];
-    const t = peak > 0 ? saliency[p] / peak : 0, a = Math.min(1, Math.abs(t));
-    const hue = t >= 0 ? [224, 72, 62] : [59, 111, 216];
+    const base = 248 - 120 * pixels[p];
+    const t = peak > 0 ? saliency[p] / peak : 0, a = Math.sqrt(Math.min(1, Math.abs(t)));
+    const hue = t >= 0 ? [200, 30, 40] : [30, 90, 200];
     return hue.map((h) => base + (h - base) * a);
   });
 }
@@ -211,10 +215,14 @@ function paintHidden(hidden) {
     const lo = Math.min(...h), hi = Math.max(...h);
     const peak = hi - lo || 1;
     row.querySelector(".name").textContent = `layer ${l + 1}: ${h.length} units (min ${lo.toFixed(2)}, max ${hi.toFixed(2)})`;
+    // A wide layer wraps into rows of HIDDEN_COLS units: one row of 256 would give each unit 1.4 px.
+    const cols = Math.min(h.length, HIDDEN_COLS), rows = Math.ceil(h.length / cols);
     const canvas = row.querySelector("canvas");
-    canvas.width = h.length;
-    canvas.height = 1;
-    const c = canvas.getContext("2d"), data = c.createImageData(h.length, 1);
+    canvas.width = cols;
+    canvas.height = rows;
+    canvas.style.aspectRatio = `${cols} / ${rows}`;
+    const c = canvas.getContext("2d"), data = c.createImageData(cols, rows);
+    data.data.fill(255);  // the unused end of the last row: white
     h.forEach((v, i) => {
       const t = (v - lo) / peak;  // dark violet (lowest) to yellow (highest), as viridis runs
       data.data.set([68 + 185 * t, 1 + 230 * t, 84 - 47 * t, 255], 4 * i);
