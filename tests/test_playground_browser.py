@@ -1,9 +1,12 @@
 """The playground page in a real browser: Debian's headless Chromium driven by selenium.
 
-Draws a stroke with pointer events, waits for the bars, and checks that the
-label shown equals the API's answer for the pixels the page sent, that the
-bars, hidden strips and the test-image grid appear, and that the console has
-no errors; saves a screenshot (``FUNCNN_SCREENSHOT=path`` to keep it;
+One browser session for the module. The page's downsampling of known strokes
+equals a NumPy reference of how the training images were framed (8x8 digits:
+bounding box; a 28x28 model: MNIST's 20x20 box and centre of mass). Then a
+stroke drawn with pointer events: the pixels sent are that reference's, the
+input canvas shows them, the label shown equals the API's answer for them,
+the bars, hidden strips and the test-image grid appear, Clear empties the
+pad, and the console has no errors; saves a screenshot (``FUNCNN_SCREENSHOT=path`` to keep it;
 ``FUNCNN_PLAYGROUND_RUN=run_dir`` serves that run instead of the tiny test run:
 that is how ``docs/playground.png`` is made, see the README).
 
@@ -229,6 +232,14 @@ def test_drawing_a_stroke_shows_the_apis_answer(browser, served, tmp_path):
     pixels = browser.execute_script("return window.funcnnPlayground.pixels;")
     assert len(pixels) == 64 and all(0 <= p <= 1 for p in pixels) and max(pixels) > 0.5
     assert max(pixels[27:29] + pixels[35:37]) < max(pixels) / 2  # the ring's hole stays dark at the centre
+    model = browser.execute_script("return window.funcnnPlayground.model;")
+    strokes = browser.execute_script("return window.funcnnPlayground.strokes;")  # the pointer events' points
+    want = reference_downsample(strokes, 8, model["box"], model["pen"], model["centre"]).ravel()
+    assert np.abs(np.asarray(pixels) - want).max() < 0.15  # what was sent is the drawing, framed as the data
+    shown_input = browser.execute_script(
+        "const c = document.getElementById('input'); return Array.from(c.getContext('2d')"
+        ".getImageData(0, 0, c.width, c.height).data.filter((_, i) => i % 4 === 0));")
+    np.testing.assert_allclose(shown_input, 255 * np.asarray(pixels), atol=1)  # shown at the model's resolution
     shown = browser.find_element(By.ID, "label").text
     assert shown == str(_api_label(url, pixels))
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
@@ -245,6 +256,10 @@ def test_drawing_a_stroke_shows_the_apis_answer(browser, served, tmp_path):
     shot = Path(os.environ.get("FUNCNN_SCREENSHOT") or tmp_path / "playground.png")
     browser.execute_script("window.scrollTo(0, 0);")
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+    browser.find_element(By.ID, "clear").click()  # back to an empty pad
+    assert browser.find_element(By.ID, "label").text == "\u2013"
+    assert browser.execute_script("return window.funcnnPlayground.strokes.length;") == 0
 
     errors = [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
     assert errors == [], errors
