@@ -113,3 +113,21 @@ def test_a_small_config_is_explained(capsys):
     assert cli.main(["explain", str(Path(REPO / "configs" / "two_lines.toml"))]) == 0
     got = values(capsys.readouterr().out)
     assert len(got["x"]) == 2 and len(got["dL/dW1"]) == 2 and "loss L" in got
+
+
+def test_a_checkpoint_is_explained_on_its_runs_first_test_example(tmp_path, capsys):
+    from funcnn import checkpoint, experiment
+    from funcnn import config as cfglib
+
+    cfg = cfglib.load_config(REPO / "configs" / "two_lines.toml")
+    split = experiment.load_split(cfg)
+    net, opt = experiment.build(cfg, split.x_train.shape[0])
+    state = experiment.initial_state(cfg, net, opt)
+    checkpoint.save(tmp_path / "final.ckpt", state, spec=net.spec, config=cfglib.config_to_dict(cfg))
+    assert cli.main(["explain", str(tmp_path / "final.ckpt")]) == 0
+    out = capsys.readouterr().out
+    got = values(out)
+    np.testing.assert_allclose(got["x"], np.asarray(split.x_test[0], np.float64), rtol=1e-7)  # float32 run
+    assert "the first test example of the run's split" in out
+    W1 = np.asarray(state.params[0]["W"], np.float64).T  # the checkpoint's weights, one row per unit
+    assert f"W1 = {explain.mat(W1)}" in out

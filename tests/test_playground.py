@@ -7,6 +7,7 @@ of the plainly written probability, and the hidden layer written out in NumPy.
 """
 import http.client
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -130,6 +131,22 @@ def test_samples_are_the_runs_test_images_with_their_predictions(server, model):
     assert doc["labels"] == all_y[rows].tolist()
     xs = data.standardize_apply(model.standardizer, jnp.asarray(x, jnp.float32))
     assert doc["predictions"] == np.asarray(model.net.predict(model.params, xs)).tolist()
+
+
+def test_test_images_come_from_a_named_file_never_from_a_path_in_the_checkpoint(model, tmp_path):
+    x = np.random.default_rng(0).uniform(size=(5, 64))
+    np.savez(tmp_path / "mine.npz", x=x, y=np.arange(5))
+    got = playground.load_samples(model, str(tmp_path / "mine.npz"))  # --data FILE.npz
+    assert got.source == "mine.npz" and got.y.tolist() == list(range(5))
+    np.testing.assert_array_equal(got.x, x)
+    # A run on a user's file (data.name = "csv" with its path in the config): nothing is read.
+    cfg = dict(model.config, data=dict(model.config["data"], name="csv", path=str(tmp_path / "mine.npz")))
+    assert playground.load_samples(model._replace(config=cfg), None) is None
+    for bad, words in [({"x": x}, "arrays 'x'"), ({"x": x[:, :10], "y": np.arange(5)}, "x must be [n, 64]"),
+                       ({"x": 2 * x, "y": np.arange(5)}, "pixels must be in [0, 1]")]:
+        np.savez(tmp_path / "bad.npz", **bad)
+        with pytest.raises(ValueError, match=re.escape(words)):
+            playground.load_samples(model, str(tmp_path / "bad.npz"))
 
 
 def test_page_and_its_files_are_served(server):
