@@ -126,6 +126,17 @@ def load_samples(model: imagemodel.ImageModel, data_path: str | None) -> Samples
     return None
 
 
+class Target(NamedTuple):
+    path: str  # as sent, never decoded or normalised: it is only ever compared with STATIC's keys
+    query: str
+
+
+def _target(raw: str) -> Target:
+    """A request target's path and query. Not ``urlsplit``: that reads ``//etc/passwd`` as host ``etc``."""
+    path, _, query = raw.partition("#")[0].partition("?")
+    return Target(path, query)
+
+
 def _parse_n(query: str) -> int:
     values = urllib.parse.parse_qs(query).get("n", ["12"])
     try:
@@ -198,7 +209,7 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
             self._guarded(self._post)
 
         def _get(self):
-            url = urllib.parse.urlsplit(self.path)
+            url = _target(self.path)
             if url.path == "/api/model":
                 return self._json(200, info)
             if url.path == "/api/samples":
@@ -212,7 +223,7 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
             raise RequestError(404, f"no such page: {url.path[:200]}; this server has {PAGES}")
 
         def _post(self):
-            url = urllib.parse.urlsplit(self.path)
+            url = _target(self.path)
             if url.path != "/api/predict":
                 raise RequestError(404 if url.path not in STATIC and not url.path.startswith("/api/") else 405,
                                    f"POST is only for /api/predict; got {url.path[:200]}")
