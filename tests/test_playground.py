@@ -213,7 +213,9 @@ BAD_GETS = [
     ("GET", "/api/samples?n=0", 400, "n must be an integer from 1 to 64; got 0"),
     ("GET", "/api/samples?n=1000", 400, "got 1000"),
     ("GET", "/api/samples?n=five", 400, "got 'five'"),
-    ("DELETE", "/api/model", 501, "Unsupported method"),
+    ("DELETE", "/api/model", 405, "method 'DELETE' is not allowed; this server answers GET, HEAD and POST"),
+    ("PUT", "/api/predict", 405, "method 'PUT' is not allowed"),
+    ("BREW", "/", 405, "method 'BREW' is not allowed"),
 ]
 
 
@@ -230,7 +232,7 @@ def test_unknown_paths_and_methods_get_a_json_4xx(server, method, path, status, 
     (b"POST /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length header is required"),
     (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n", 400, "is not a number"),
     (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413, "the limit is"),
-    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 413, "the limit is"),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "Content-Length -5 is negative"),
     (b"GET / / HTTP/1.1\r\n\r\n", 400, "Bad request syntax"),
 ])
 def test_malformed_http_gets_a_json_4xx(server, data, status, words):

@@ -179,8 +179,18 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
         def log_message(self, format, *args):  # noqa: A002 - the base class's name
             pass  # one line per request would bury the one line that matters (the address)
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
+        def send_error(self, code, message=None, explain=None):
+            if code != 501:  # http.server's own 4xx (bad request line, headers too long): its JSON format
+                return super().send_error(code, message, explain)
+            # A method with no do_ handler is the client's mistake, so a 4xx, saying what is allowed.
+            self.close_connection = True
+            self._json(405, {"error": f"method {self.command[:20]!r} is not allowed; this server answers "
+                             "GET, HEAD and POST"}, allow="GET, HEAD, POST")
+
+        def _send(self, status: int, body: bytes, content_type: str, allow: str | None = None) -> None:
             self.send_response(status)
+            if allow is not None:
+                self.send_header("Allow", allow)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
@@ -189,8 +199,8 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def _json(self, status: int, doc) -> None:
-            self._send(status, json.dumps(doc).encode(), "application/json")
+        def _json(self, status: int, doc, allow: str | None = None) -> None:
+            self._send(status, json.dumps(doc).encode(), "application/json", allow)
 
         def _guarded(self, fn) -> None:
             try:
@@ -234,7 +244,9 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
                 n = int(length)
             except ValueError:
                 raise RequestError(400, f"Content-Length {length[:40]!r} is not a number") from None
-            if n < 0 or n > limit:
+            if n < 0:
+                raise RequestError(400, f"Content-Length {n} is negative")
+            if n > limit:
                 raise RequestError(413, f"the body is {n} bytes; the limit is {limit}")
             pixels = parse_pixels(self.rfile.read(n), model.net.input_size)
             self._json(200, imagemodel.answer_one(model, pixels))
