@@ -13,17 +13,17 @@ from pathlib import Path
 
 @functools.lru_cache(maxsize=1)
 def digits_run() -> Path:
-    """The run directory of a quick ``funcnn train configs/digits.toml`` (config.json, best.ckpt, ...)."""
-    from funcnn import cli
+    """The run directory of a quick ``funcnn train configs/digits.toml`` (config.json, best.ckpt, ...).
 
+    Trained by the command in a subprocess, as a user runs it, so the app tests also check what
+    ``funcnn train`` writes (mistakes.png and confusion.png for an image classifier).
+    """
     root = Path(tempfile.mkdtemp(prefix="funcnn-app-test-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     run = root / "digits-tiny"
-    config = Path(__file__).resolve().parent.parent / "configs" / "digits.toml"
-    code = cli.main(["train", str(config), "--out", str(run), "--quiet",
-                     "--set", "model.sizes=[64,32,10]", "--set", "training.epochs=4",
-                     "--set", "output.gradcheck=false"])
-    assert code == 0, f"training the shared test run failed with exit code {code}"
+    done = run_cli("train", REPO / "configs" / "digits.toml", "--out", run, "--quiet",
+                   "--set", "model.sizes=[64,32,10]", "--set", "training.epochs=4", "--set", "output.gradcheck=false")
+    assert done.returncode == 0, f"training the shared test run failed ({done.returncode}): {done.stderr}"
     return run
 
 

@@ -48,15 +48,30 @@ def run_example(name, capsys) -> dict:
     return values(capsys.readouterr().out)
 
 
-def test_sigmoid_2_2_2_prints_the_published_outputs(capsys):
-    got = run_example("sigmoid-2-2-2", capsys)
-    np.testing.assert_allclose(got["y"], PUB.SIGMOID_222["y"], rtol=0, atol=TOL)
+# As published (and quoted in issue 14): typed in here too, so an edit of the script cannot move them.
+PUBLISHED_Y_222 = [0.7122574322957417, 0.5330975738715015]
+PUBLISHED_231 = {"loss": 162, "dW1": [[18, 36], [36, 72], [0, 0]], "db1": [18, 36, 0], "dW2": [[108, 126, 0]],
+                 "db2": [18]}
+
+
+def test_the_published_numbers_are_the_scripts():
+    assert PUB.SIGMOID_222["y"] == PUBLISHED_Y_222
+    assert {k: PUB.RELU_231[k] for k in PUBLISHED_231} == PUBLISHED_231
+
+
+def test_sigmoid_2_2_2_prints_the_published_outputs():
+    done = run_cli("explain", "--example", "sigmoid-2-2-2")  # as a user runs it
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    got = values(done.stdout)
+    np.testing.assert_allclose(got["y"], PUBLISHED_Y_222, rtol=0, atol=TOL)  # one rounding of float64 apart
 
 
 def test_relu_2_3_1_prints_the_published_loss_gradients_and_step(capsys):
     e = PUB.RELU_231
     got = run_example("relu-2-3-1", capsys)
-    assert got["y"] == [e["prediction"]] and got["loss L"] == e["loss"]
+    assert got["y"] == [e["prediction"]] == [21] and got["loss L"] == PUBLISHED_231["loss"]
+    for name in ("dW1", "db1", "dW2", "db2"):
+        assert got[f"dL/{name}"] == PUBLISHED_231[name], name
     for name in ("dW1", "db1", "dW2", "db2"):
         assert got[f"dL/{name}"] == e[name], name  # integers: exact
     assert got["dL/dz2"] == e["db2"] and got["dL/dz1"] == e["db1"]  # one example: dL/dz = dL/db
@@ -98,3 +113,21 @@ def test_a_small_config_is_explained(capsys):
     assert cli.main(["explain", str(Path(REPO / "configs" / "two_lines.toml"))]) == 0
     got = values(capsys.readouterr().out)
     assert len(got["x"]) == 2 and len(got["dL/dW1"]) == 2 and "loss L" in got
+
+
+def test_a_checkpoint_is_explained_on_its_runs_first_test_example(tmp_path, capsys):
+    from funcnn import checkpoint, experiment
+    from funcnn import config as cfglib
+
+    cfg = cfglib.load_config(REPO / "configs" / "two_lines.toml")
+    split = experiment.load_split(cfg)
+    net, opt = experiment.build(cfg, split.x_train.shape[0])
+    state = experiment.initial_state(cfg, net, opt)
+    checkpoint.save(tmp_path / "final.ckpt", state, spec=net.spec, config=cfglib.config_to_dict(cfg))
+    assert cli.main(["explain", str(tmp_path / "final.ckpt")]) == 0
+    out = capsys.readouterr().out
+    got = values(out)
+    np.testing.assert_allclose(got["x"], np.asarray(split.x_test[0], np.float64), rtol=1e-7)  # float32 run
+    assert "the first test example of the run's split" in out
+    W1 = np.asarray(state.params[0]["W"], np.float64).T  # the checkpoint's weights, one row per unit
+    assert f"W1 = {explain.mat(W1)}" in out

@@ -24,6 +24,26 @@ def test_quadratic_is_solved_in_one_newton_step():
     assert int(res.num_gnvps) <= 3 * int(res.iterations)  # CG on n = 3 needs at most 3 products
 
 
+def test_losses_trace_the_value_after_each_iteration():
+    """losses[k] is f after k outer iterations: the value of a run stopped there (the method is deterministic)."""
+    c = jnp.array([0.5, 2.0, 4.0, 1.0, 8.0])
+
+    def f(x):  # convex, not quadratic (several steps to the minimum x = log c); its Hessian is diag(e^x)
+        return jnp.sum(jnp.exp(x) - c * x)
+
+    vg, gv = jax.value_and_grad(f), (lambda x, v: jnp.exp(x) * v)
+    x0 = jnp.zeros(5)
+    res = optim.hessian_free(vg, gv, x0, max_iters=8, damping=1e-3)
+    n = int(res.iterations)
+    assert res.losses.shape == (9,) and n >= 4
+    assert float(res.losses[0]) == float(f(x0)) and float(res.losses[n]) == float(res.value)
+    assert bool((jnp.diff(res.losses[:n + 1]) <= 0).all())  # a step is taken only when it lowers f
+    assert bool(jnp.isnan(res.losses[n + 1:]).all())
+    for k in (1, 3):
+        stopped = optim.hessian_free(vg, gv, x0, max_iters=k, damping=1e-3)
+        assert float(res.losses[k]) == pytest.approx(float(stopped.value), rel=1e-12)
+
+
 def test_beats_gradient_descent_at_equal_gradient_evaluations():
     """Counting each Gauss-Newton product as one gradient evaluation, HF's loss is lower than the best GD's."""
     net = funcnn.mlp([2, 6, 1], hidden="tanh", output="sigmoid", loss="binary_cross_entropy")
@@ -70,4 +90,7 @@ def test_config_runs_hessian_free_full_batch():
     result = experiment.run(cfg, callback=lambda epoch, m, state: seen.append(m))
     (m,) = seen
     assert m["train_loss"] < m["initial_loss"] and m["gnvps"] > 0 and m["iterations"] <= 5
+    trace = m["iteration_losses"]  # what history.png draws: one loss per iteration, the start included
+    assert len(trace) == m["iterations"] + 1 and trace[-1] == m["train_loss"]
+    assert trace[0] == pytest.approx(m["initial_loss"], rel=1e-6)
     assert jnp.isfinite(result.state.params[0]["W"]).all()

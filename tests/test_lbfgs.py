@@ -85,6 +85,19 @@ def test_max_iters_stops_unconverged():
     assert float(r.value) < float(rosenbrock(ROSEN_X0))
 
 
+def test_losses_trace_the_value_after_each_iteration():
+    # A run stopped after k iterations is the first k iterations of a longer run (the method is
+    # deterministic), so its value is the reference for losses[k] of the long run.
+    vg = jax.value_and_grad(rosenbrock)
+    r, _ = rosenbrock_run()
+    n = int(r.iterations)
+    assert r.losses.shape == (101,) and float(r.losses[0]) == float(rosenbrock(ROSEN_X0))
+    assert float(r.losses[n]) == float(r.value) and bool(jnp.isnan(r.losses[n + 1:]).all())
+    assert bool((jnp.diff(r.losses[:n + 1]) < 0).all())  # every accepted step decreases f
+    for k in (1, 5, 17):
+        np.testing.assert_allclose(r.losses[k], optim.lbfgs_minimize(vg, ROSEN_X0, max_iters=k).value, rtol=1e-12)
+
+
 @pytest.mark.parametrize("history", [10, 1])
 def test_strongly_convex_quadratic_few_iterations(history):
     f, x_star = quadratic()

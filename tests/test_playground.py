@@ -7,6 +7,7 @@ of the plainly written probability, and the hidden layer written out in NumPy.
 """
 import http.client
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -80,6 +81,7 @@ def test_model_endpoint_describes_the_run(server):
     status, ctype, doc = request(server, "GET", "/api/model")
     assert status == 200 and ctype == "application/json"
     assert doc["input_size"] == 64 and doc["side"] == 8 and doc["box"] == [8, 7] and doc["pen"] == 2
+    assert doc["centre"] == "box"  # the 8x8 digits' bitmaps were framed by their box; MNIST's by mass
     assert doc["classes"] == list(range(10)) and doc["run"] == "digits-tiny"
     assert doc["hidden_sizes"] == [32] and "digits test split" in doc["samples"]
 
@@ -131,6 +133,22 @@ def test_samples_are_the_runs_test_images_with_their_predictions(server, model):
     assert doc["predictions"] == np.asarray(model.net.predict(model.params, xs)).tolist()
 
 
+def test_test_images_come_from_a_named_file_never_from_a_path_in_the_checkpoint(model, tmp_path):
+    x = np.random.default_rng(0).uniform(size=(5, 64))
+    np.savez(tmp_path / "mine.npz", x=x, y=np.arange(5))
+    got = playground.load_samples(model, str(tmp_path / "mine.npz"))  # --data FILE.npz
+    assert got.source == "mine.npz" and got.y.tolist() == list(range(5))
+    np.testing.assert_array_equal(got.x, x)
+    # A run on a user's file (data.name = "csv" with its path in the config): nothing is read.
+    cfg = dict(model.config, data=dict(model.config["data"], name="csv", path=str(tmp_path / "mine.npz")))
+    assert playground.load_samples(model._replace(config=cfg), None) is None
+    for bad, words in [({"x": x}, "arrays 'x'"), ({"x": x[:, :10], "y": np.arange(5)}, "x must be [n, 64]"),
+                       ({"x": 2 * x, "y": np.arange(5)}, "pixels must be in [0, 1]")]:
+        np.savez(tmp_path / "bad.npz", **bad)
+        with pytest.raises(ValueError, match=re.escape(words)):
+            playground.load_samples(model, str(tmp_path / "bad.npz"))
+
+
 def test_page_and_its_files_are_served(server):
     for path, kind, text in [("/", "text/html", b"funcnn"), ("/index.html", "text/html", b"<canvas id=\"pad\""),
                              ("/app.js", "text/javascript", b"/api/predict"), ("/style.css", "text/css", b"#pad")]:
@@ -174,8 +192,20 @@ BAD_GETS = [
     ("GET", "/nope", 404, "no such page: /nope"),
     ("GET", "/../funcnn/app/playground.py", 404, "no such page"),
     ("GET", "/static/../../checkpoint.py", 404, "no such page"),
-    ("GET", "/%2e%2e/%2e%2e/etc/passwd", 404, "no such page"),
+    ("GET", "/static/../../etc/passwd", 404, "no such page: /static/../../etc/passwd"),
+    ("GET", "/../../../../etc/passwd", 404, "no such page"),
+    ("GET", "/%2e%2e/%2e%2e/etc/passwd", 404, "no such page: /%2e%2e/%2e%2e/etc/passwd"),
+    ("GET", "/static/%2e%2e/%2e%2e/etc/passwd", 404, "no such page"),
+    ("GET", "/%2e%2e%2f%2e%2e%2fetc%2fpasswd", 404, "no such page"),
+    ("GET", "/..%2f..%2f..%2fetc%2fpasswd", 404, "no such page"),
+    ("GET", "/%252e%252e/etc/passwd", 404, "no such page"),
+    ("GET", "/..\\..\\etc\\passwd", 404, "no such page"),
+    ("GET", "//etc/passwd", 404, "no such page: /etc/passwd;"),  # http.server collapses the leading //
+    ("GET", "/app.js%00.html", 404, "no such page"),
     ("GET", "/static/", 404, "no such page"),
+    ("GET", "/static", 404, "no such page"),
+    ("GET", "/funcnn/app/static/", 404, "no such page"),
+    ("GET", "/./", 404, "no such page"),
     ("GET", "/app.js/", 404, "no such page"),
     ("GET", "/api/predict", 405, "POST /api/predict"),
     ("POST", "/api/model", 405, "POST is only for /api/predict"),
@@ -183,7 +213,9 @@ BAD_GETS = [
     ("GET", "/api/samples?n=0", 400, "n must be an integer from 1 to 64; got 0"),
     ("GET", "/api/samples?n=1000", 400, "got 1000"),
     ("GET", "/api/samples?n=five", 400, "got 'five'"),
-    ("DELETE", "/api/model", 501, "Unsupported method"),
+    ("DELETE", "/api/model", 405, "method 'DELETE' is not allowed; this server answers GET, HEAD and POST"),
+    ("PUT", "/api/predict", 405, "method 'PUT' is not allowed"),
+    ("BREW", "/", 405, "method 'BREW' is not allowed"),
 ]
 
 
@@ -192,13 +224,15 @@ def test_unknown_paths_and_methods_get_a_json_4xx(server, method, path, status, 
     got, ctype, doc = request(server, method, path, b"{}" if method == "POST" else None)
     assert (got, ctype) == (status, "application/json")
     assert words in doc["error"], doc
+    assert "root:" not in json.dumps(doc)  # no file outside the package's static files is ever read
+    assert request(server, "GET", "/api/model")[0] == 200  # the server still answers
 
 
 @pytest.mark.parametrize("data,status,words", [
     (b"POST /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 411, "Content-Length header is required"),
     (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n", 400, "is not a number"),
     (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413, "the limit is"),
-    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 413, "the limit is"),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "Content-Length -5 is negative"),
     (b"GET / / HTTP/1.1\r\n\r\n", 400, "Bad request syntax"),
 ])
 def test_malformed_http_gets_a_json_4xx(server, data, status, words):
@@ -226,13 +260,24 @@ def test_a_non_image_model_is_refused_naming_why(tmp_path, capsys):
         f"funcnn: error: no such run directory or checkpoint: {tmp_path / 'missing'}"]
 
 
-def test_the_command_serves_until_ctrl_c_and_stops_with_one_line():
-    proc = subprocess.Popen([sys.executable, "-m", "funcnn", "playground", str(digits_run()), "--port", "0"],
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("host", [None, "0.0.0.0"])
+def test_the_command_serves_until_ctrl_c_and_stops_with_one_line(host):
+    # As a user meets it: `funcnn playground RUN [--host H] --port P`, requests, then Ctrl-C (SIGINT).
+    port = _free_port()
+    args = ["--port", str(port)] + ([] if host is None else ["--host", host])
+    proc = subprocess.Popen([sys.executable, "-m", "funcnn", "playground", str(digits_run()), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
     try:
         first = proc.stdout.readline()  # blocks until the server is listening
-        assert first.startswith("funcnn playground: digits-tiny (8x8 images, 10 classes) at http://127.0.0.1:"), first
-        port = int(first.split("127.0.0.1:")[1].split("/")[0])
+        shown = host or "127.0.0.1"
+        assert first == (f"funcnn playground: digits-tiny (8x8 images, 10 classes) at http://{shown}:{port}/  "
+                         "(Ctrl-C stops)\n"), first
         assert post(("127.0.0.1", port), b"not json")[0] == 400
         assert request(("127.0.0.1", port), "GET", "/api/model")[0] == 200
         proc.send_signal(signal.SIGINT)
@@ -240,4 +285,9 @@ def test_the_command_serves_until_ctrl_c_and_stops_with_one_line():
     finally:
         proc.kill()
     assert proc.returncode == 0, err
-    assert out.splitlines() == ["funcnn playground: stopped."] and err == ""
+    assert out.splitlines() == ["funcnn playground: stopped."]
+    if host is None:
+        assert err == ""
+    else:  # anything but this machine's own address is reachable from the network: say so, once, on stderr
+        assert err.splitlines() == [f"funcnn playground: warning: serving on {host}, so other machines can reach "
+                                    "it; use the default 127.0.0.1 to keep it local."]

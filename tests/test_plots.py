@@ -169,3 +169,31 @@ def test_plot_fit_draws_the_network_over_the_data(tmp_path, figures):
     assert len(ax["collections"][0][1]) == 15
     with pytest.raises(ValueError, match="1 input and 1 output"):
         plots.plot_fit(funcnn.mlp([2, 3, 1], output="identity", loss="mse"), params, x, x, tmp_path / "no.png")
+
+
+def test_history_of_a_full_batch_run_is_its_loss_per_iteration(tmp_path, figures):
+    import json
+    from pathlib import Path
+
+    from funcnn import cli
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "two_lines.toml"
+    run = tmp_path / "lbfgs"
+    assert cli.main(["train", str(config), "--out", str(run), "--quiet", "--set", "optimizer.name=lbfgs",
+                     "--set", "training.batch_size=0", "--set", "optimizer.max_iters=12",
+                     "--set", "output.gradcheck=false"]) == 0
+    (m,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    trace = m["iteration_losses"]
+    assert len(trace) == m["iterations"] + 1 > 5 and trace[-1] == m["train_loss"]
+    ax = figures[0]  # history.png is written first
+    assert ax["xlabel"].startswith("iteration")
+    (xs, ys), *_ = ax["lines"]
+    assert list(xs) == list(range(len(trace))) and list(ys) == trace  # a curve, not one point per epoch
+    assert (run / "history.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_plot_history_of_iterations(tmp_path):
+    target = tmp_path / "h.png"
+    records = [{"epoch": 0, "train_loss": 0.1, "val_loss": 0.2, "iteration_losses": [1.0, 0.5, 0.2, 0.1]}]
+    assert_png(plots.plot_history(records, target, title="t"), target)
+    assert_png(plots.plot_history({"iteration_losses": [1.0, 0.5]}, target), target)

@@ -301,12 +301,13 @@ def _train_loop(cfg, run_dir: Path | None, split, net, opt, *, state=None, epoch
 
 
 def _history_from_jsonl(run_dir: Path) -> dict:
-    hist: dict[str, list] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
+    # iteration_losses: a full-batch run's (L-BFGS, Hessian-free) one line holds its loss per iteration.
+    hist: dict[str, list] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "iteration_losses": []}
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         m = json.loads(line)
         for k in hist:
             if k in m:
-                hist[k].append(m[k])
+                hist[k] += m[k] if k == "iteration_losses" else [m[k]]
     return hist
 
 

@@ -282,8 +282,11 @@ def _run_hessian_free(cfg, net, split, callback):
 
 def _full_batch_result(net, split, callback, state, res, first, extra):
     state = state._replace(params=res.params, step=jnp.asarray(res.iterations, jnp.int32))
+    iterations = int(res.iterations)
+    # One full-batch minimisation is one "epoch"; its loss curve is per iteration (what history.png draws).
+    trace = np.asarray(res.losses[:iterations + 1], np.float64).tolist()
     metrics_ = {"epoch": 0, "train_loss": float(res.value), "initial_loss": first,
-                "iterations": int(res.iterations), "evaluations": int(res.num_evals), **extra}
+                "iterations": iterations, "evaluations": int(res.num_evals), **extra, "iteration_losses": trace}
     if split.x_val is not None:
         metrics_["val_loss"] = float(net.loss(res.params, split.x_val, targets(net, split.y_val)))
     history = train.History([float(res.value)], [metrics_["val_loss"]] if "val_loss" in metrics_ else [], [],

@@ -33,18 +33,19 @@ class Frame(NamedTuple):
 
     box: tuple[float, float]  # (height, width) in pixels of the k x k image that the digit is scaled into
     pen: float  # the stroke width, in pixels of the k x k image
+    centre: str  # what is put at the image's centre: "box" (the bounding box's centre) or "mass" (the ink's)
 
 
 # The bundled 8x8 digits (from 32x32 bitmaps counted in 4x4 blocks) span all 8 rows of every image
 # (measured: each of the 1797 has ink in rows 0 and 7) and mostly columns 1 to 6, with strokes about
-# 2 pixels wide; MNIST centres the digit in a 20x20 box of 28x28 with 2-3 pixel strokes. Other sides
-# get MNIST's proportions.
-FRAMES = {8: Frame((8.0, 7.0), 2.0), 28: Frame((20.0, 20.0), 2.4)}
+# 2 pixels wide, the bitmap's box centred. MNIST size-normalises the digit into a 20x20 box (aspect kept)
+# and centres its centre of mass in 28x28, with 2-3 pixel strokes. Other sides get MNIST's proportions.
+FRAMES = {8: Frame((8.0, 7.0), 2.0, "box"), 28: Frame((20.0, 20.0), 2.4, "mass")}
 
 
 def frame(k: int) -> Frame:
     """The ``Frame`` for images of side ``k`` (``FRAMES``, else MNIST's proportions)."""
-    return FRAMES.get(k, Frame((k * 20 / 28, k * 20 / 28), k * 2.4 / 28))
+    return FRAMES.get(k, Frame((k * 20 / 28, k * 20 / 28), k * 2.4 / 28, "mass"))
 SOFTMAX = activations.output("softmax")
 
 

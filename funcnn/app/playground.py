@@ -4,7 +4,8 @@ A local web server (standard library ``http.server``; one small page of
 vanilla JS/CSS shipped in ``funcnn/app/static``, no build step, no CDN) and
 a JSON API beside the page:
 
-    GET  /api/model     {"input_size", "side", "box", "pen", "classes", "run", "hidden_sizes", "samples"}
+    GET  /api/model     {"input_size", "side", "box", "pen", "centre", "classes", "run", "hidden_sizes",
+                         "samples"}
     POST /api/predict   {"pixels": [k*k row-major floats in [0, 1]]}
                         -> {"probabilities", "label", "hidden", "saliency"}
     GET  /api/samples?n=12   random test images of the run's own split with their predictions
@@ -39,6 +40,8 @@ STATIC = {
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
+PAGES = ", ".join(["GET " + p for p in STATIC if p != "/index.html"] + ["GET /api/model", "POST /api/predict",
+                                                                        "GET /api/samples?n=12"])
 # Data sets funcnn ships, so a run's test split can be re-created without reading a path from the checkpoint.
 BUNDLED = ("digits",)
 MAX_SAMPLES = 64
@@ -123,6 +126,17 @@ def load_samples(model: imagemodel.ImageModel, data_path: str | None) -> Samples
     return None
 
 
+class Target(NamedTuple):
+    path: str  # as sent, never decoded or normalised: it is only ever compared with STATIC's keys
+    query: str
+
+
+def _target(raw: str) -> Target:
+    """A request target's path and query. Not ``urlsplit``: that reads ``//etc/passwd`` as host ``etc``."""
+    path, _, query = raw.partition("#")[0].partition("?")
+    return Target(path, query)
+
+
 def _parse_n(query: str) -> int:
     values = urllib.parse.parse_qs(query).get("n", ["12"])
     try:
@@ -141,7 +155,7 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
     hidden_sizes = [int(np.asarray(h).shape[-1]) for h in
                     model.answer(np.zeros((1, model.net.input_size)))["hidden"]]  # also compiles once
     info = {"input_size": model.net.input_size, "side": model.side, "box": list(model.frame.box),
-            "pen": model.frame.pen,
+            "pen": model.frame.pen, "centre": model.frame.centre,
             "classes": list(range(model.net.output_size)), "run": model.name, "hidden_sizes": hidden_sizes,
             "samples": None if samples is None else samples.source}
     limit = body_limit(model.net.input_size)
@@ -165,8 +179,18 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
         def log_message(self, format, *args):  # noqa: A002 - the base class's name
             pass  # one line per request would bury the one line that matters (the address)
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
+        def send_error(self, code, message=None, explain=None):
+            if code != 501:  # http.server's own 4xx (bad request line, headers too long): its JSON format
+                return super().send_error(code, message, explain)
+            # A method with no do_ handler is the client's mistake, so a 4xx, saying what is allowed.
+            self.close_connection = True
+            self._json(405, {"error": f"method {self.command[:20]!r} is not allowed; this server answers "
+                             "GET, HEAD and POST"}, allow="GET, HEAD, POST")
+
+        def _send(self, status: int, body: bytes, content_type: str, allow: str | None = None) -> None:
             self.send_response(status)
+            if allow is not None:
+                self.send_header("Allow", allow)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", "no-store")
@@ -175,8 +199,8 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def _json(self, status: int, doc) -> None:
-            self._send(status, json.dumps(doc).encode(), "application/json")
+        def _json(self, status: int, doc, allow: str | None = None) -> None:
+            self._send(status, json.dumps(doc).encode(), "application/json", allow)
 
         def _guarded(self, fn) -> None:
             try:
@@ -195,7 +219,7 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
             self._guarded(self._post)
 
         def _get(self):
-            url = urllib.parse.urlsplit(self.path)
+            url = _target(self.path)
             if url.path == "/api/model":
                 return self._json(200, info)
             if url.path == "/api/samples":
@@ -206,10 +230,10 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
                 name, ctype = STATIC[url.path]
                 body = importlib.resources.files("funcnn.app").joinpath("static", name).read_bytes()
                 return self._send(200, body, ctype)
-            raise RequestError(404, f"no such page: {url.path[:200]}")
+            raise RequestError(404, f"no such page: {url.path[:200]}; this server has {PAGES}")
 
         def _post(self):
-            url = urllib.parse.urlsplit(self.path)
+            url = _target(self.path)
             if url.path != "/api/predict":
                 raise RequestError(404 if url.path not in STATIC and not url.path.startswith("/api/") else 405,
                                    f"POST is only for /api/predict; got {url.path[:200]}")
@@ -220,7 +244,9 @@ def make_handler(model: imagemodel.ImageModel, samples: Samples | None, *, seed:
                 n = int(length)
             except ValueError:
                 raise RequestError(400, f"Content-Length {length[:40]!r} is not a number") from None
-            if n < 0 or n > limit:
+            if n < 0:
+                raise RequestError(400, f"Content-Length {n} is negative")
+            if n > limit:
                 raise RequestError(413, f"the body is {n} bytes; the limit is {limit}")
             pixels = parse_pixels(self.rfile.read(n), model.net.input_size)
             self._json(200, imagemodel.answer_one(model, pixels))

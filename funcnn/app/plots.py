@@ -68,15 +68,17 @@ def _save(fig, path) -> Path:
 
 
 def _history_lists(history) -> dict:
-    """``{"train_loss", "val_loss", "val_accuracy"}`` lists from any accepted history form."""
+    """``{"train_loss", "val_loss", "val_accuracy", "iteration_losses"}`` lists from any accepted history form."""
     keys = ("train_loss", "val_loss", "val_accuracy")
     if isinstance(history, Mapping):
-        return {k: list(history.get(k) or []) for k in keys}
+        return {k: list(history.get(k) or []) for k in (*keys, "iteration_losses")}
     if all(hasattr(history, k) for k in keys):  # funcnn.train.History
-        return {k: list(getattr(history, k) or []) for k in keys}
+        return {k: list(getattr(history, k) or []) for k in keys} | {"iteration_losses": []}
     if isinstance(history, Sequence) and all(isinstance(r, Mapping) for r in history):
-        # Per-epoch records, e.g. the lines of a metrics.jsonl file.
-        return {k: [r[k] for r in history if k in r] for k in keys}
+        # Per-epoch records, e.g. the lines of a metrics.jsonl file; a full-batch run's one record holds
+        # its per-iteration losses.
+        return {k: [r[k] for r in history if k in r] for k in keys} | {
+            "iteration_losses": [v for r in history for v in r.get("iteration_losses") or []]}
     raise InvalidType("history must be a funcnn.train.History, a dict with train_loss/val_loss/val_accuracy "
                     f"lists, or a list of per-epoch dicts; got {type(history).__name__}.")
 
@@ -101,18 +103,17 @@ def plot_history(history, path, *, title: str | None = None) -> Path:
       ImportError: matplotlib is not installed.
     """
     h = _history_lists(history)
-    if not h["train_loss"]:
+    if not h["train_loss"] and not h["iteration_losses"]:
         raise InvalidArgument("history has no train_loss values to plot.")
+    if h["iteration_losses"]:
+        return _plot_iterations(h, path, title=title)
     panels = 2 if h["val_accuracy"] else 1
     fig, axes = _figure(1, panels, figsize=(5.5 * panels, 4))
     ax = axes[0, 0]
     ax.plot(np.arange(1, len(h["train_loss"]) + 1), h["train_loss"], label="train")
     if h["val_loss"]:
         ax.plot(np.arange(1, len(h["val_loss"]) + 1), h["val_loss"], label="validation")
-    losses = np.asarray(h["train_loss"] + h["val_loss"], dtype=float)
-    # Log scale when the loss spans orders of magnitude and stays positive.
-    if np.all(losses > 0) and losses.max() / losses.min() > 30:
-        ax.set_yscale("log")
+    _log_if_wide(ax, h["train_loss"] + h["val_loss"])
     ax.set(xlabel="epoch", ylabel="loss", title="loss")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -121,6 +122,32 @@ def plot_history(history, path, *, title: str | None = None) -> Path:
         ax.plot(np.arange(1, len(h["val_accuracy"]) + 1), h["val_accuracy"], color="tab:green")
         ax.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
         ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _log_if_wide(ax, values) -> None:
+    """Log scale when the losses span orders of magnitude and stay positive."""
+    losses = np.asarray(values, dtype=float)
+    if np.all(losses > 0) and losses.max() / losses.min() > 30:
+        ax.set_yscale("log")
+
+
+def _plot_iterations(h: dict, path, *, title: str | None) -> Path:
+    """A full-batch run (L-BFGS, Hessian-free): one "epoch", so its curve is the loss per iteration."""
+    trace = h["iteration_losses"]
+    fig, axes = _figure(figsize=(5.5, 4))
+    ax = axes[0, 0]
+    ax.plot(np.arange(len(trace)), trace, label="train (full batch)", marker="o" if len(trace) <= 40 else None,
+            markersize=3)
+    if h["val_loss"]:  # measured once, at the end
+        ax.plot([len(trace) - 1], h["val_loss"][-1:], "s", color="tab:orange", label="validation, at the end")
+    _log_if_wide(ax, trace + h["val_loss"][-1:])
+    ax.set(xlabel="iteration (0: the initial parameters)", ylabel="loss", title="loss")
+    ax.legend()
+    ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -65,6 +65,7 @@ class LBFGSResult(NamedTuple):
     num_evals: Array  # shape=(), dtype=int32; calls of value_and_grad_fn, the first included
     converged: Array  # shape=(), dtype=bool; grad_norm <= tol
     line_search_failed: Array  # shape=(), dtype=bool; stopped: f could not be decreased, even along -g
+    losses: Array  # shape=[max_iters + 1], x0's dtype; f at the start and after each iteration, NaN after the last
 
 
 class _Point(NamedTuple):
@@ -102,6 +103,7 @@ class _State(NamedTuple):
     evals: Array  # shape=(), int32
     converged: Array  # shape=(), bool
     failed: Array  # shape=(), bool
+    losses: Array  # shape=[max_iters + 1]; losses[k] = f after k iterations (a fixed size, so it can be jitted)
 
 
 _BRACKET, _ZOOM, _DONE = 0, 1, 2
@@ -274,7 +276,8 @@ def lbfgs_minimize(
       of ``x0``; ``num_evals`` counts calls of ``value_and_grad_fn``.
       ``converged`` is False if ``max_iters`` ran out or if
       ``line_search_failed`` (f stopped resolving decreases: see the module
-      docstring); ``params`` is then the best point found.
+      docstring); ``params`` is then the best point found. ``losses[:iterations + 1]``
+      is the loss curve, one value per iteration (what a history plot draws).
 
     Raises:
       ValueError: on a non-positive ``max_iters``, ``history`` or
@@ -318,7 +321,8 @@ def lbfgs_minimize(
     empty = _init_history(history, n, dtype)
     state = _State(
         k=jnp.zeros([], jnp.int32), x=x, f=f, g=g, hist=empty, evals=jnp.ones([], jnp.int32),
-        converged=jnp.linalg.norm(g) <= tol, failed=jnp.asarray(False))
+        converged=jnp.linalg.norm(g) <= tol, failed=jnp.asarray(False),
+        losses=jnp.full([max_iters + 1], jnp.nan, dtype).at[0].set(f))
 
     def cond(s):
         return ~s.converged & ~s.failed & (s.k < max_iters)
@@ -344,12 +348,12 @@ def lbfgs_minimize(
         hist = jax.tree.map(lambda e, h: jnp.where(no_step, e, h), empty, hist)
         return _State(
             k=s.k + 1, x=x_new, f=f_new, g=g_new, hist=hist, evals=s.evals + evals,
-            converged=jnp.linalg.norm(g_new) <= tol, failed=no_step & fresh)
+            converged=jnp.linalg.norm(g_new) <= tol, failed=no_step & fresh, losses=s.losses.at[s.k + 1].set(f_new))
 
     s = lax.while_loop(cond, body, state)
     return LBFGSResult(
         params=unravel(s.x), value=s.f, grad_norm=jnp.linalg.norm(s.g), iterations=s.k,
-        num_evals=s.evals, converged=s.converged, line_search_failed=s.failed)
+        num_evals=s.evals, converged=s.converged, line_search_failed=s.failed, losses=s.losses)
 
 
 __all__ = ["LBFGSResult", "lbfgs_minimize"]

@@ -51,6 +51,7 @@ class HessianFreeResult(NamedTuple):
     num_gnvps: Array  # shape=(), int32; Gauss-Newton products, over all CG runs
     damping: Array  # shape=(), x0's dtype; lambda at the end
     converged: Array  # shape=(), bool; grad_norm <= tol
+    losses: Array  # shape=[max_iters + 1], x0's dtype; f at the start and after each iteration, NaN after the last
 
 
 class _State(NamedTuple):
@@ -61,6 +62,7 @@ class _State(NamedTuple):
     lam: Array  # shape=(); damping lambda
     evals: Array  # shape=(), int32
     gnvps: Array  # shape=(), int32
+    losses: Array  # shape=[max_iters + 1]; losses[k] = f after k iterations (a fixed size, so it can be jitted)
 
 
 def _cg(Av, b, lam, *, tol, max_iters):
@@ -124,7 +126,8 @@ def hessian_free(
       tol: stop when ``||grad||_2 <= tol``, > 0.
 
     Returns:
-      A ``HessianFreeResult``.
+      A ``HessianFreeResult``; ``losses[:iterations + 1]`` is the loss curve,
+      one value per outer iteration.
 
     Raises:
       TypeError: a function that is not callable, or ``x0`` not floating.
@@ -171,13 +174,15 @@ def hessian_free(
         rho = jnp.where(q < 0, (f1 - s.f) / jnp.where(q < 0, q, -1), -jnp.inf)
         lam = jnp.where(rho < 0.25, s.lam * 1.5, jnp.where(rho > 0.75, s.lam * (2.0 / 3.0), s.lam))
         take = jnp.isfinite(f1) & (f1 < s.f)
-        return _State(s.k + 1, jnp.where(take, s.x + d, s.x), jnp.where(take, f1, s.f),
-                      jnp.where(take, g1, s.g), lam.astype(dtype), s.evals + 1, s.gnvps + used)
+        f = jnp.where(take, f1, s.f)
+        return _State(s.k + 1, jnp.where(take, s.x + d, s.x), f, jnp.where(take, g1, s.g), lam.astype(dtype),
+                      s.evals + 1, s.gnvps + used, s.losses.at[s.k + 1].set(f))
 
-    s0 = _State(jnp.int32(0), x, f0, g0, jnp.asarray(damping, dtype), jnp.int32(1), jnp.int32(0))
+    s0 = _State(jnp.int32(0), x, f0, g0, jnp.asarray(damping, dtype), jnp.int32(1), jnp.int32(0),
+                jnp.full([max_iters + 1], jnp.nan, dtype).at[0].set(f0))
     s = lax.while_loop(cond, body, s0)
     gn = jnp.linalg.norm(s.g)
-    return HessianFreeResult(unravel(s.x), s.f, gn, s.k, s.evals, s.gnvps, s.lam, gn <= tol)
+    return HessianFreeResult(unravel(s.x), s.f, gn, s.k, s.evals, s.gnvps, s.lam, gn <= tol, s.losses)
 
 
 __all__ = ["HessianFreeResult", "hessian_free"]

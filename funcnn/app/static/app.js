@@ -4,6 +4,7 @@
 
 const PEN = 30;            // stroke width on the 280 px pad: thick, like the 8x8 digits' strokes
 const DEBOUNCE_MS = 60;    // at most one request per this many ms while drawing
+const HIDDEN_COLS = 32;    // hidden units per row of a layer's strip
 const $ = (id) => document.getElementById(id);
 
 const state = { model: null, pixels: null, answer: null, requests: 0, answered: 0, drawing: false, last: null,
@@ -65,34 +66,48 @@ for (const type of ["pointerup", "pointercancel"]) {
 // ---------------------------------------------------------------- downsampling
 
 // The training images were made from pen strokes: the digit scaled (aspect kept) into a box of the k x k
-// frame (the 8x8 digits: the full height; MNIST: 20x20), centred, drawn with a pen of a fixed width in image
-// pixels, each pixel the ink's area average in [0, 1]. The page keeps the strokes and does the same:
-// it redraws them at SUPER times the model's resolution with the model's pen, then averages SUPER x SUPER blocks.
+// frame (the 8x8 digits: the full height; MNIST: 20x20), drawn with a pen of a fixed width in image pixels,
+// each pixel the ink's area average in [0, 1], and centred: the 8x8 digits by their bounding box, MNIST by
+// the ink's centre of mass (LeCun et al.: "centered in a 28x28 image by computing the center of mass of the
+// pixels"). The page keeps the strokes and does the same: it redraws them at SUPER times the model's
+// resolution with the model's pen, then averages SUPER x SUPER blocks. The test calls this with known strokes.
 const SUPER = 4;
 const work = document.createElement("canvas");
 
-function downsample() {
-  const points = state.strokes.flat();
+// strokes: lists of [x, y] points on a pad of padSize x padSize; model: /api/model's side, box, pen, centre.
+function downsample(strokes, model, padSize) {
+  const points = strokes.flat();
   if (points.length === 0) return null;
-  const k = state.model.side, [boxH, boxW] = state.model.box, pen = state.model.pen;
+  const k = model.side, [boxH, boxW] = model.box, pen = model.pen;
   const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
   const x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
-  const minExtent = pad.height / 8;  // a dot or a short dash is not blown up to fill the frame
+  const minExtent = padSize / 8;  // a dot or a short dash is not blown up to fill the frame
   const scale = Math.min((boxH - pen) / Math.max(y1 - y0, minExtent), (boxW - pen) / Math.max(x1 - x0, minExtent));
+  // First the bounding box's centre at the image's centre; MNIST-style frames then move the ink's
+  // centre of mass there (a sub-pixel shift, drawn again rather than resampled).
+  let ink = render(strokes, k, pen, scale, k / 2 - scale * (x0 + x1) / 2, k / 2 - scale * (y0 + y1) / 2);
+  if (model.centre === "mass") {
+    const [cx, cy] = centreOfMass(ink.pixels, k);
+    if (cx !== null) ink = render(strokes, k, pen, scale, ink.dx + k / 2 - cx, ink.dy + k / 2 - cy);
+  }
+  return ink.pixels;
+}
+
+// The strokes mapped by p -> scale * p + (dx, dy) into a k x k image, as area averages in [0, 1].
+function render(strokes, k, pen, scale, dx, dy) {
   const K = k * SUPER;
   work.width = K;
   work.height = K;
   const c = work.getContext("2d", { willReadFrequently: true });
   c.fillStyle = "#000";
   c.fillRect(0, 0, K, K);
-  c.setTransform(SUPER * scale, 0, 0, SUPER * scale, SUPER * (k / 2 - scale * (x0 + x1) / 2),
-    SUPER * (k / 2 - scale * (y0 + y1) / 2));
+  c.setTransform(SUPER * scale, 0, 0, SUPER * scale, SUPER * dx, SUPER * dy);
   c.strokeStyle = "#fff";
   c.fillStyle = "#fff";
   c.lineWidth = pen / scale;  // in pad units: the transform scales it to `pen` image pixels
   c.lineCap = "round";
   c.lineJoin = "round";
-  for (const line of state.strokes) {
+  for (const line of strokes) {
     c.beginPath();
     c.moveTo(line[0][0], line[0][1]);
     if (line.length === 1) c.lineTo(line[0][0] + 0.01, line[0][1]);
@@ -104,8 +119,16 @@ function downsample() {
   for (let y = 0; y < K; y++) {
     for (let x = 0; x < K; x++) out[Math.floor(y / SUPER) * k + Math.floor(x / SUPER)] += img[4 * (y * K + x)];
   }
-  return out.map((v) => Math.min(1, v / (255 * SUPER * SUPER)));
+  return { pixels: out.map((v) => Math.min(1, v / (255 * SUPER * SUPER))), dx, dy };
 }
+
+// [x, y] of the ink's centre of mass in image pixels (pixel i spans [i, i + 1)); [null, null] without ink.
+function centreOfMass(pixels, k) {
+  let total = 0, sx = 0, sy = 0;
+  pixels.forEach((v, p) => { total += v; sx += v * (p % k + 0.5); sy += v * (Math.floor(p / k) + 0.5); });
+  return total > 0 ? [sx / total, sy / total] : [null, null];
+}
+state.downsample = (strokes) => downsample(strokes, state.model, pad.height);
 
 // ---------------------------------------------------------------- talking to the server
 
@@ -126,7 +149,7 @@ async function api(path, body) {
 }
 
 async function predictNow() {
-  const pixels = downsample();
+  const pixels = downsample(state.strokes, state.model, pad.height);
   if (pixels === null) return;
   const id = ++state.requests;
   try {
@@ -164,14 +187,17 @@ function paintImage(canvas, pixels, k, tint) {
   c.putImageData(data, 0, 0);
 }
 
-// Diverging colours over a dim copy of the input: red where more ink raises p(class), blue where it lowers it.
+// Diverging colours, red where more ink raises p(class) and blue where it lowers it, over a light copy of the
+// input (its ink grey) so the colours can be placed on the drawing. The square root of |d p / d x| / peak keeps
+// the middle values visible: border pixels that were almost always blank in training have a tiny std, so
+// their d p / d x is large and would otherwise leave every other pixel nearly white.
 function paintSaliency(pixels, saliency, k) {
   let peak = 0;
   for (const s of saliency) peak = Math.max(peak, Math.abs(s));
   paintImage($("saliency"), pixels, k, (p) => {
-    const base = 40 + 60 * pixels[p];
-    const t = peak > 0 ? saliency[p] / peak : 0, a = Math.min(1, Math.abs(t));
-    const hue = t >= 0 ? [224, 72, 62] : [59, 111, 216];
+    const base = 248 - 120 * pixels[p];
+    const t = peak > 0 ? saliency[p] / peak : 0, a = Math.sqrt(Math.min(1, Math.abs(t)));
+    const hue = t >= 0 ? [200, 30, 40] : [30, 90, 200];
     return hue.map((h) => base + (h - base) * a);
   });
 }
@@ -189,10 +215,14 @@ function paintHidden(hidden) {
     const lo = Math.min(...h), hi = Math.max(...h);
     const peak = hi - lo || 1;
     row.querySelector(".name").textContent = `layer ${l + 1}: ${h.length} units (min ${lo.toFixed(2)}, max ${hi.toFixed(2)})`;
+    // A wide layer wraps into rows of HIDDEN_COLS units: one row of 256 would give each unit 1.4 px.
+    const cols = Math.min(h.length, HIDDEN_COLS), rows = Math.ceil(h.length / cols);
     const canvas = row.querySelector("canvas");
-    canvas.width = h.length;
-    canvas.height = 1;
-    const c = canvas.getContext("2d"), data = c.createImageData(h.length, 1);
+    canvas.width = cols;
+    canvas.height = rows;
+    canvas.style.aspectRatio = `${cols} / ${rows}`;
+    const c = canvas.getContext("2d"), data = c.createImageData(cols, rows);
+    data.data.fill(255);  // the unused end of the last row: white
     h.forEach((v, i) => {
       const t = (v - lo) / peak;  // dark violet (lowest) to yellow (highest), as viridis runs
       data.data.set([68 + 185 * t, 1 + 230 * t, 84 - 47 * t, 255], 4 * i);
