@@ -115,7 +115,7 @@ def test_hidden_and_saliency_match_independent_references(server, model, test_im
         assert status == 200
         np.testing.assert_allclose(doc["hidden"][0], np.maximum(((pixels - mean) / std) @ W0 + b0, 0), rtol=1e-4,
                                    atol=1e-5)
-        want = np.asarray(jax.grad(p_of)(jnp.asarray(pixels), doc["label"]))
+        want = np.asarray(jax.grad(p_of)(jnp.asarray(pixels, jnp.float64), doc["label"]))
         scale = np.abs(want).max()
         assert scale > 0
         np.testing.assert_allclose(doc["saliency"], want, atol=1e-4 * scale)  # float32 model vs float64 reference
