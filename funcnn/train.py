@@ -48,6 +48,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from funcnn import _checks, activations, parallel, shuffle
 from funcnn import data as _data
+from funcnn import losses as _losses
 from funcnn.datasets import _check_key
 from funcnn.errors import FuncnnError, InvalidArgument, InvalidType
 from funcnn.optim import GradientTransformation, apply_updates
@@ -271,6 +272,98 @@ def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str =
     if mesh is not None:
         parallel.check_batch_size(mesh, batch_size)
     return _jit_on(mesh, _epoch_body(net, opt, grad, batch_size, drop_last, mesh=mesh))
+
+
+def _weighted_value_and_grad(net, grad: str):
+    """``(params, x [B, d], y, w [B], key) -> (loss, grads)`` of the rows where ``w`` is 1 alone.
+
+    Equals the network's loss and gradient on the batch of those ``r = sum(w)``
+    rows (mean over them, the L2 term's ``lambda / (2 r)``): rows are
+    independent and the batch gradient of a mean loss is each row's own
+    divided by the batch size, so the ``[B, m]`` ``dL/dz`` is rescaled by
+    ``w * B / r`` and the L2 gradient by ``B / r``. With ``w`` all ones both
+    factors are exactly 1: the same gradient as ``net.value_and_grad``.
+    """
+    fns = _losses.get(net.criterion, net.output)
+    row_loss = jax.vmap(lambda z, yo, t: fns.value(z[None], yo[None], t[None]))  # [B] each row's loss
+
+    def total(params, z, yout, y, w, r):
+        v = jnp.where(w > 0, row_loss(z, yout, y), 0) @ w / r  # where: a padding row's NaN never leaks
+        return v + _losses.l2_penalty(params, net.l2, r) if net.l2 else v
+
+    def manual(params, x, y, w, key):
+        z, yout, cache = net.forward(params, x, key=key)
+        r, B = jnp.sum(w), x.shape[0]
+        dz = jnp.where(w[:, None] > 0, fns.dlogits(z, yout, y), 0) * (w * (B / r))[:, None]
+        grads, _ = net.backward(params, cache, dz, l2_scale=B / r)
+        return total(params, z, yout, y, w, r), grads
+
+    def autodiff(params, x, y, w, key):
+        def f(p):
+            z, yout, _ = net.forward(p, x, key=key)
+            return total(p, z, yout, y, w, jnp.sum(w))
+        return jax.value_and_grad(f)(params)
+
+    _checks.choice("grad", grad, GRADS)
+    return manual if grad == "manual" else autodiff
+
+
+@functools.lru_cache(maxsize=128)
+def make_padded_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str = "manual"):
+    """``make_epoch`` over the first ``n`` rows of padded data: ONE compiled call for every ``n``.
+
+    ``(state, x [N, d], y [N, ...], n) -> (state, losses [ceil(N / B)])``: rows
+    ``n..N-1`` of ``x`` and ``y`` are padding (any values) and ``n`` is a traced
+    int32 scalar, so data sets of different sizes padded to the same ``N``
+    (cross-validation folds, a grid search's refits) share one program.
+    Each epoch is ``make_epoch``'s on the ``n`` rows: the same order (when
+    ``shuffle.domain_size(n) == shuffle.domain_size(N)``, see
+    ``shuffle.padded_permutation``), the same full batches, the last partial
+    batch of its true size (computed as a ``B``-row batch whose padding rows
+    weigh 0), and the steps past the data skipped (their loss is 0; state,
+    step count and optimizer moments untouched). So the result equals
+    ``make_epoch``'s up to float rounding.
+
+    Args:
+      net, opt, grad: as for ``make_epoch``.
+      batch_size: ``B``, samples per step (``1 <= B <= n``).
+    """
+    _checks.positive_int("batch_size", batch_size)
+    value_and_grad, dropout = _weighted_value_and_grad(net, grad), net.random
+    B = batch_size
+
+    def step(state, x, y, w):
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
+        loss, g = value_and_grad(state.params, x, y, w, key)
+        updates, opt_state = opt.update(g, state.opt_state, state.params)
+        return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, state.rng), loss
+
+    def epoch(state, x, y, n):
+        N = x.shape[0]
+        S = -(-N // B)
+        perm = shuffle.padded_permutation(_order_key(state), n, N)
+        idx = jnp.concatenate([perm, jnp.arange(N, S * B, dtype=jnp.int32) % N]).reshape(S, B)  # [S, B]
+
+        dtype = jax.tree.leaves(state.params)[0].dtype  # the loss's and the weights' dtype
+
+        def run(s, rows, w):
+            s, loss = step(s, x[rows], y[rows], w)
+            return s, loss.astype(dtype)
+
+        def scan_step(s, i):
+            w = (i * B + jnp.arange(B) < n).astype(dtype)  # [B]: 1 on data rows, 0 on padding
+            return jax.lax.cond(w[0] > 0, run, lambda s, rows, w: (s, jnp.zeros((), dtype)), s, idx[i], w)
+        return jax.lax.scan(scan_step, state, jnp.arange(S))
+
+    return jax.jit(epoch)
+
+
+def padded_step_sizes(n: int, size: int, batch_size: int) -> np.ndarray:
+    """Samples in each step of ``make_padded_epoch`` over ``n`` of ``size`` rows: ``[ceil(size / B)]``."""
+    sizes = np.zeros(-(-size // batch_size), np.int64)
+    real = _step_sizes(n, batch_size, False)
+    sizes[:len(real)] = real
+    return sizes
 
 
 def _jit_on(mesh, fn):

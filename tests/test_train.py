@@ -201,6 +201,42 @@ def test_second_fit_with_same_network_and_optimizer_compiles_nothing():
     assert compiles == []
 
 
+@pytest.mark.parametrize("grad", ["manual", "autodiff"])
+@pytest.mark.parametrize("output,loss,l2,dropout", [("softmax", "cross_entropy", 0.3, 0.0),
+                                                     ("identity", "mse", 0.0, 0.0),
+                                                     ("softmax", "cross_entropy", 0.0, 0.5)])
+def test_padded_epoch_equals_the_epoch_on_the_data_rows(grad, output, loss, l2, dropout):
+    # 22 rows padded to 30 (one Feistel domain, 32): 5 full batches of 4, a partial batch of 2, 2 skipped steps
+    x, y = _toy(n=22)
+    if output == "identity":
+        y = jnp.asarray(np.random.default_rng(1).normal(size=(22, 3)))
+    net = funcnn.mlp([6, 8, 3], hidden="tanh", output=output, loss=loss, l2=l2, dropout=dropout)
+    opt = optim.adam(1e-2)
+    state = train.init_state(net, opt, key=jax.random.key(1), dtype=jnp.float64)
+    pad = lambda a: jnp.concatenate([a, jnp.full((8, *a.shape[1:]), 7, a.dtype)])  # noqa: E731 any values
+    want, got = state, state
+    for _ in range(2):
+        want, want_losses = train.make_epoch(net, opt, batch_size=4, grad=grad)(want, x, y)
+        got, losses = train.make_padded_epoch(net, opt, batch_size=4, grad=grad)(got, pad(x), pad(y), 22)
+    assert losses.shape == (8,) and np.all(np.asarray(losses[6:]) == 0)
+    np.testing.assert_allclose(np.asarray(losses[:6]), np.asarray(want_losses), rtol=1e-12)
+    assert normwise_rel_err(got.params, want.params) <= 1e-12
+    assert int(got.step) == int(want.step) == 12
+    chex.assert_trees_all_close(got.opt_state, want.opt_state, rtol=1e-12)
+    np.testing.assert_array_equal(train.padded_step_sizes(22, 30, 4), [4, 4, 4, 4, 4, 2, 0, 0])
+
+
+def test_padded_epoch_compiles_once_for_every_number_of_rows():
+    x, y = _toy(n=64, dtype=jnp.float32)
+    opt = optim.sgd(0.1)
+    sgd = optim.sgd(0.1)
+    opt = optim.GradientTransformation(sgd.init, chex.assert_max_traces(sgd.update, n=1))
+    run = train.make_padded_epoch(NET, opt, batch_size=8, grad="manual")
+    state = train.init_state(NET, opt, key=jax.random.key(0))
+    for n in (33, 40, 47, 64):  # every fold size of one padded shape: one trace in all
+        state, _ = run(state, x, y, n)
+
+
 class TestBadInput:
     x, y = _toy(n=20, dtype=jnp.float32)
 
