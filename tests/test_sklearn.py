@@ -96,10 +96,12 @@ def test_fit_is_train_fit_with_alpha_as_l2():
         np.testing.assert_allclose(got["W"], want["W"], rtol=1e-5, atol=1e-7)
 
 
-def test_second_fit_with_same_shapes_compiles_nothing():
-    x, y = _blobs(n=60)
-    est = MLPClassifier(hidden_layer_sizes=(9,), max_iter=4, random_state=0)
-    fitted = lambda e: e.fit(x, y).predict_proba(x)  # noqa: E731
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_second_fit_with_same_shapes_compiles_nothing(early_stopping):
+    x, y = _blobs(n=64)
+    est = MLPClassifier(hidden_layer_sizes=(9,), max_iter=4, random_state=0, early_stopping=early_stopping,
+                        validation_fraction=0.2, n_iter_no_change=100)
+    fitted = lambda e, n=60: e.fit(x[:n], y[:n]).predict_proba(x[:n])  # noqa: E731
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted(est)
@@ -110,6 +112,10 @@ def test_second_fit_with_same_shapes_compiles_nothing():
             for seed in range(3):  # grid-search refits: clones, new seeds, same shapes
                 fitted(clone(est).set_params(random_state=seed))
             fitted(est.set_params(warm_start=True))
+            # cross-validation folds of other sizes, in the bucket of 60 rows (57..64; with early
+            # stopping 48 of them train: 41..48), padded to its size
+            for n in (57, 59):
+                fitted(clone(est), n)
         finally:
             jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
