@@ -201,6 +201,8 @@ def test_vs_sklearn_script_writes_its_table(tmp_path, capsys):
     spec.loader.exec_module(mod)
     assert mod.main(["--sets", "iris", "--folds", "2", "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "vs_sklearn.csv").open()))
-    assert [r["model"] for r in rows] == ["funcnn", "sklearn", "sklearn+scaler"]
+    assert [r["model"] for r in rows] == ["funcnn", "sklearn", "sklearn+scaler", "funcnn 64x64",
+                                          "sklearn+scaler 64x64"]
     assert all(0 < float(r["score_mean"]) <= 1 and float(r["fit_s"]) > 0 for r in rows)
-    assert "| iris | funcnn |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| iris | funcnn |" in out and "\niris: score " in out and "whole CV" in out
