@@ -144,13 +144,22 @@ def _value_and_grad(net, grad: str):
 
 
 def _step_body(net, opt, grad):
-    """The pure train step ``(state, x, y, lr_scale) -> (state, loss)``."""
+    """The pure train step ``(state, x, y, lr_scale, l2) -> (state, loss)``.
+
+    ``l2`` (a traced scalar, ``fit_many``'s per-model strength) adds the
+    ``l2 / (2 B) * sum W^2`` penalty on top of the network's own, as a network
+    built with that ``l2`` would: its gradient ``l2 / B * W``.
+    """
     value_and_grad = _value_and_grad(net, grad)
     dropout = net.random
 
-    def body(state, x, y, lr_scale=None):
+    def body(state, x, y, lr_scale=None, l2=None):
         key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
         loss, g = value_and_grad(state.params, x, y, key=key)
+        if l2 is not None:
+            n = x.shape[0]
+            loss = loss + _losses.l2_penalty(state.params, l2, n)
+            g = _losses.add_l2_grad(g, state.params, l2 / n)
         updates, opt_state = opt.update(g, state.opt_state, state.params)
         if lr_scale is not None:  # per-model learning-rate factor (fit_many)
             updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
@@ -196,7 +205,7 @@ def epoch_permutation(state: TrainState, n: int) -> Array:
 
 
 def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None, gather_per_step=False):
-    """``epoch(state, x, y, lr_scale=None, order_key=None) -> (state, losses)``; see ``make_epoch``.
+    """``epoch(state, x, y, lr_scale=None, order_key=None, l2=None) -> (state, losses)``; see ``make_epoch``.
 
     ``order_key`` replaces the state's shuffle key (``fit_many(shared_order=True)``).
 
@@ -219,7 +228,7 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None
         xy = tuple(a.at[i].get(mode="promise_in_bounds", unique_indices=True) for a in (x, y))
         return xy if sharding is None else tuple(jax.lax.with_sharding_constraint(a, sharding) for a in xy)
 
-    def epoch(state, x, y, lr_scale=None, order_key=None):
+    def epoch(state, x, y, lr_scale=None, order_key=None, l2=None):
         n = x.shape[0]
         nb, r = divmod(n, batch_size)
         full = nb * batch_size
@@ -228,14 +237,14 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None
         idx = perm[:k * batch_size].reshape(k, batch_size)  # [k, B]: step i trains on rows idx[i]
         if gather_per_step:
             def scan_step(s, i):
-                return body(s, *take(i, x, y, rows), lr_scale)
+                return body(s, *take(i, x, y, rows), lr_scale, l2)
             state, losses = jax.lax.scan(scan_step, state, idx)  # losses: [k]
         else:
             batches = take(idx, x, y, split)  # [k, B, ...] each
-            state, losses = jax.lax.scan(lambda s, b: body(s, *b, lr_scale), state, batches)
+            state, losses = jax.lax.scan(lambda s, b: body(s, *b, lr_scale, l2), state, batches)
         if r and not drop_last and (num_steps is None or num_steps > nb):
             state, loss = body(state, *take(perm[full:], x, y, rows if r % ndev == 0 else None),
-                               lr_scale)
+                               lr_scale, l2)
             losses = jnp.concatenate([losses, loss[None]])
         return state, losses
 
@@ -626,22 +635,23 @@ def _gather_rows(mesh, data):
 @functools.lru_cache(maxsize=64)
 def _many_epoch(net, opt, grad, batch_size, drop_last, shared_order=False):
     body = _epoch_body(net, opt, grad, batch_size, drop_last, gather_per_step=True)
-    # Models differ in state (seed) and learning-rate factor; the data is shared
-    # and each step gathers each model's rows (no per-model copy of the set).
+    # Models differ in state (seed), learning-rate factor and L2 strength (None: the
+    # network's own for all); the data is shared and each step gathers each model's
+    # rows (no per-model copy of the set).
+    many = jax.vmap(body, in_axes=(0, None, None, 0, None, 0))
     if not shared_order:
-        return jax.jit(jax.vmap(body, in_axes=(0, None, None, 0)))
-    many = jax.vmap(body, in_axes=(0, None, None, 0, None))
+        return jax.jit(lambda states, x, y, lr_scales, l2s: many(states, x, y, lr_scales, None, l2s))
 
-    def epoch(states, x, y, lr_scales):
+    def epoch(states, x, y, lr_scales, l2s):
         # Model 0's order for all: each step's batch is one [B, d] array, so
         # XLA computes the first layer of all K models as one [B, d] x [d, K*h] matmul.
-        return many(states, x, y, lr_scales, _order_key(jax.tree.map(lambda a: a[0], states)))
+        return many(states, x, y, lr_scales, _order_key(jax.tree.map(lambda a: a[0], states)), l2s)
 
     return jax.jit(epoch)
 
 
 def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch_size: int,
-             lr_scales=None, validation=None, grad: str = "manual", drop_last: bool = False,
+             lr_scales=None, l2s=None, validation=None, grad: str = "manual", drop_last: bool = False,
              dtype=jnp.float32, shared_order: bool = False):
     """Trains K models at once in one compiled program (``vmap`` over models).
 
@@ -649,7 +659,10 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     multiplied by ``lr_scales[k]``, which for every optimizer in
     ``funcnn.optim`` (updates linear in the learning rate) is training with
     learning rate ``lr * lr_scales[k]``. Each model equals the same network
-    trained alone by ``fit`` with that key (up to float rounding).
+    trained alone by ``fit`` with that key (up to float rounding). With
+    ``l2s``, model k also has the L2 penalty ``l2s[k] / (2 B) * sum W^2`` on
+    top of the network's own: build ``net`` with ``l2=0`` and model k equals
+    that network built with ``l2=l2s[k]`` trained alone.
 
     With ``shared_order=True`` every model sees the batches in model 0's
     order (common random numbers: models then differ only in their
@@ -663,6 +676,7 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     Args:
       keys: ``[K]`` array of ``jax.random`` keys (e.g. ``jax.random.split(key, K)``).
       lr_scales: optional ``[K]`` learning-rate factors (default all 1).
+      l2s: optional ``[K]`` L2 strengths ``>= 0`` added to the network's ``l2`` (default none).
       shared_order: all models use model 0's batch order (see above).
       other arguments: as for ``fit`` (no early stopping or resume).
 
@@ -679,18 +693,27 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     scales = jnp.ones((K,), dtype) if lr_scales is None else jnp.asarray(lr_scales, dtype)
     if scales.shape != (K,):
         raise InvalidArgument(f"lr_scales must have shape ({K},) like keys; got {scales.shape}.")
+    if l2s is not None:
+        l2s = np.asarray(l2s, np.float64)
+        if l2s.shape != (K,) or not np.all(np.isfinite(l2s) & (l2s >= 0)):
+            raise InvalidArgument(f"l2s must be {K} finite numbers >= 0, like keys; got {l2s.tolist()}.")
+        l2s = jnp.asarray(l2s, dtype)
     states = jax.vmap(lambda k: init_state(net, opt, key=k, dtype=dtype))(keys)
     run = _many_epoch(net, opt, grad, batch_size, drop_last, bool(shared_order))
     evaluate_many = jax.vmap(_eval_fn(net), in_axes=(0, None, None)) if validation is not None else None
     if validation is not None:
         xv, yv = _prepare(net, validation, dtype, "validation")
+        if l2s is not None:  # each model's validation loss with its own penalty, as its network's loss has
+            penalty = jax.jit(jax.vmap(lambda p, l2: _losses.l2_penalty(p, l2, xv.shape[0])))
     sizes = _step_sizes(x.shape[0], batch_size, drop_last)
     hist: dict[str, list] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     for _ in range(epochs):
-        states, losses = run(states, x, y, scales)  # losses: [K, steps]
+        states, losses = run(states, x, y, scales, l2s)  # losses: [K, steps]
         hist["train_loss"].append(np.asarray(losses) @ sizes / sizes.sum())
         if evaluate_many is not None:
             vl, va = jax.device_get(evaluate_many(states.params, xv, yv))
+            if l2s is not None:
+                vl = vl + np.asarray(penalty(states.params, l2s))
             hist["val_loss"].append(vl)
             hist["val_accuracy"].append(va)
     return states, {k: np.asarray(v) for k, v in hist.items()}

@@ -142,6 +142,26 @@ def test_fit_many_equals_each_model_trained_alone():
         np.testing.assert_allclose(hist["train_loss"][:, k], h.train_loss, rtol=1e-10)
 
 
+@pytest.mark.parametrize("grad", ["manual", "autodiff"])
+def test_fit_many_per_model_l2_equals_networks_built_with_it(grad):
+    x, y = _toy(n=43)  # a partial batch of 3: its penalty is l2 / (2 * 3)
+    net0 = funcnn.mlp([6, 8, 3], hidden="tanh")
+    l2s, scales = [0.0, 0.5, 3.0], [1.0, 2.0, 0.5]
+    keys = jax.random.split(jax.random.key(2), 3)
+    states, hist = train.fit_many(net0, optim.adam(1e-2), (x, y), keys=keys, lr_scales=scales, l2s=l2s, epochs=3,
+                                  batch_size=8, grad=grad, dtype=jnp.float64, validation=(x[:9], y[:9]))
+    for k in range(3):
+        net = funcnn.mlp([6, 8, 3], hidden="tanh", l2=l2s[k])
+        alone, h = train.fit(net, optim.adam(1e-2 * scales[k]), (x, y), epochs=3, batch_size=8, key=keys[k],
+                             grad=grad, dtype=jnp.float64)
+        assert normwise_rel_err(jax.tree.map(lambda a, k=k: a[k], states.params), alone.params) <= 1e-10
+        np.testing.assert_allclose(hist["train_loss"][:, k], h.train_loss, rtol=1e-10)
+        # the validation loss is the one that network reports: its own penalty included
+        np.testing.assert_allclose(hist["val_loss"][-1, k], float(net.loss(alone.params, x[:9], y[:9])), rtol=1e-10)
+    with pytest.raises(ValueError, match=r"l2s must be 3 finite numbers >= 0"):
+        train.fit_many(net0, optim.adam(1e-2), (x, y), keys=keys, l2s=[0.0, -1.0, 0.0], epochs=1, batch_size=8)
+
+
 def test_fit_many_shared_order_equals_fit_with_model_zeros_shuffle():
     x, y = _toy(n=43)  # 43 = 5 batches of 8 + a partial one of 3
     opt = optim.momentum(0.05, 0.9)
@@ -167,7 +187,7 @@ def test_fit_many_never_copies_the_data_set(shared_order):
     states = jax.vmap(lambda k: train.init_state(net, opt, key=k))(jax.random.split(jax.random.key(0), K))
     x, y = jnp.zeros((n, 64), jnp.float32), jnp.zeros((n,), jnp.int32)
     epoch = train._many_epoch(net, opt, "manual", 32, False, shared_order)
-    temp = epoch.lower(states, x, y, jnp.ones((K,))).compile().memory_analysis().temp_size_in_bytes
+    temp = epoch.lower(states, x, y, jnp.ones((K,)), None).compile().memory_analysis().temp_size_in_bytes
     assert temp < x.nbytes, (temp, x.nbytes)
 
 
