@@ -117,8 +117,9 @@ def _padded_rows(n: int) -> int:
 
     Buckets are eighths of ``n``'s shuffle domain (``shuffle.domain_size``), and a
     bucket never leaves that domain, so the padded epoch visits the rows in
-    ``train.make_epoch``'s own order (``shuffle.padded_permutation``); at most
-    an eighth of the domain (under a quarter of ``n``) is padding.
+    ``train.make_epoch``'s own order (``shuffle.padded_permutation``); the
+    padding is under an eighth of the domain (under ``n / 2``, and its steps
+    are skipped, so it costs memory, not time).
     """
     domain = shuffle.domain_size(n)
     q = max(1, domain // 8)
