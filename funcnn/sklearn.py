@@ -18,12 +18,12 @@ Parameters named as scikit-learn's ``MLPClassifier`` names them mean the same:
 ``validation_fraction``, ``n_iter_no_change``, ``random_state``,
 ``warm_start``, ``verbose`` (prints one line per epoch, as scikit-learn's does:
 the one place funcnn prints, and only when asked), except that
-``batch_size="auto"`` is ``min(200, n)`` but at least 4 steps per epoch
-(a quarter of the padded row count, see Speed).
+``batch_size="auto"`` is ``min(200, n)`` but at most a quarter of the padded
+row count (see Speed): 3 or 4 steps per epoch at least.
 
 Defaults: scikit-learn's (100 relu units, Adam at 1e-3, ``alpha=1e-4``,
 200 epochs, stopping after 10 epochs without a ``tol`` improvement) plus
-``standardize=True`` and the 4-step minimum of ``batch_size="auto"``. They
+``standardize=True`` and ``batch_size="auto"``'s quarter-of-the-rows cap. They
 were chosen on digits, iris and wine (5-fold stratified cross-validation
 against scikit-learn's ``MLPClassifier`` defaults). Of the alternatives
 tried, learning rates 2e-3 and 3e-3, 100, 150 and 300 epochs, ``alpha`` 0.1
@@ -220,9 +220,10 @@ class _BaseMLP(BaseEstimator):
 
     def _batch(self, n: int) -> int:
         if self.batch_size == "auto":
-            # scikit-learn's min(200, n), but at least 4 steps per epoch: on small sets (iris: 120
+            # scikit-learn's min(200, n), but at most a quarter of the rows: on small sets (iris: 120
             # rows) one full-batch step per epoch leaves max_iter=200 epochs far from converged.
-            # Taken of the padded row count, so every n of one bucket shares one compiled epoch.
+            # A quarter of the padded row count N (< 1.5 n), so every n of one bucket shares one
+            # compiled epoch: 3 or 4 steps per epoch at least.
             return min(200, n, max(1, math.ceil(_padded_rows(n) / 4)))
         b = self.batch_size
         if not isinstance(b, numbers.Integral) or isinstance(b, bool) or b < 1:

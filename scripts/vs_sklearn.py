@@ -10,7 +10,7 @@ diabetes and one generated set for regression), 5-fold cross-validation
                       the estimator by default): the same architecture (100 relu
                       units), optimizer (Adam, 1e-3), alpha and stopping rule as
                       funcnn's defaults; only the batch size rule differs
-                      (funcnn: at least 4 steps per epoch);
+                      (funcnn: at most a quarter of the rows per batch);
 * ``funcnn 64x64``, ``sklearn+scaler 64x64``  equal architectures and equal
                       settings in both: two hidden layers of 64 relu units,
                       batch size 64, everything else at the defaults.
