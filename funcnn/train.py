@@ -18,6 +18,10 @@ partial batch (``n % batch_size`` samples) is, by default, one more step of
 its true size (its loss is the mean over its own samples, exactly what a
 per-step loop does), so every sample is seen every epoch and the epoch's mean
 loss weights each step by its batch size. ``drop_last=True`` skips it.
+``make_padded_epoch`` is the same epoch over the first ``n`` rows of data
+padded to a fixed size, with ``n`` a traced number: one compiled program for
+every data set size padded alike (what scikit-learn's cross-validation folds
+need, see ``funcnn.sklearn``).
 
 Nothing here synchronises with the host inside compiled code: per-step losses
 stay on device and ``fit`` fetches them once per epoch (needed to detect
