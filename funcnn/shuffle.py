@@ -60,12 +60,50 @@ def permutation(key, n: int) -> jax.Array:
         raise InvalidArgument(f"n must be >= 0; got {n}.")
     if n > MAX_N:
         return jax.random.permutation(key, n).astype(jnp.int32)
-    bits = max(2, int(np.ceil(np.log2(max(n, 2)))))
-    bits += bits % 2  # balanced halves
-    v = _feistel(key, bits, ROUNDS)
+    v = _feistel(key, _domain_bits(n), ROUNDS)
     keep = v < n
     slot = jnp.where(keep, jnp.cumsum(keep, dtype=jnp.int32) - 1, n)  # n: out of bounds, dropped
     return jnp.zeros((n,), jnp.int32).at[slot].set(v.astype(jnp.int32), mode="drop")
+
+
+def _domain_bits(n: int) -> int:
+    bits = max(2, int(np.ceil(np.log2(max(n, 2)))))
+    return bits + bits % 2  # balanced halves
+
+
+def domain_size(n: int) -> int:
+    """The Feistel domain ``2**b`` that ``permutation(key, n)`` permutes (``n <= 2**b < 4 n``)."""
+    return 1 << _domain_bits(int(n))
+
+
+def padded_permutation(key, n, size: int) -> jax.Array:
+    """``permutation(key, n)`` for a traced ``n``, padded to a static ``size``: ``[size]`` int32.
+
+    The first ``n`` entries are a permutation of ``[0, n)``; entries ``n..size-1``
+    are ``n..size-1`` in order (rows past ``n`` are padding and stay in place), so
+    the whole is a permutation of ``[0, size)``. When ``domain_size(n) ==
+    domain_size(size)`` the first ``n`` entries equal ``permutation(key, n)``
+    exactly: one compiled program serves every ``n`` of that domain (what
+    ``funcnn.train.make_padded_epoch`` needs). Otherwise they are another,
+    equally spread, keyed order.
+
+    Args:
+      key: a ``jax.random`` key.
+      n: int32 scalar (may be traced), ``0 <= n <= size``.
+      size: a Python int, ``size <= MAX_N``.
+
+    Raises:
+      ValueError: ``size`` outside ``[0, MAX_N]``.
+    """
+    size = int(size)
+    if not 0 <= size <= MAX_N:
+        raise InvalidArgument(f"size must be in [0, {MAX_N}]; got {size}.")
+    v = _feistel(key, _domain_bits(size), ROUNDS)
+    keep = v < n
+    slot = jnp.where(keep, jnp.cumsum(keep, dtype=jnp.int32) - 1, size)  # size: out of bounds, dropped
+    head = jnp.zeros((size,), jnp.int32).at[slot].set(v.astype(jnp.int32), mode="drop")
+    i = jnp.arange(size, dtype=jnp.int32)
+    return jnp.where(i < n, head, i)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))

@@ -18,6 +18,10 @@ partial batch (``n % batch_size`` samples) is, by default, one more step of
 its true size (its loss is the mean over its own samples, exactly what a
 per-step loop does), so every sample is seen every epoch and the epoch's mean
 loss weights each step by its batch size. ``drop_last=True`` skips it.
+``make_padded_epoch`` is the same epoch over the first ``n`` rows of data
+padded to a fixed size, with ``n`` a traced number: one compiled program for
+every data set size padded alike (what scikit-learn's cross-validation folds
+need, see ``funcnn.sklearn``).
 
 Nothing here synchronises with the host inside compiled code: per-step losses
 stay on device and ``fit`` fetches them once per epoch (needed to detect
@@ -48,6 +52,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from funcnn import _checks, activations, parallel, shuffle
 from funcnn import data as _data
+from funcnn import losses as _losses
 from funcnn.errors import FuncnnError, InvalidArgument, InvalidType
 from funcnn.optim import GradientTransformation, apply_updates
 from funcnn.typing import Array
@@ -142,13 +147,22 @@ def _value_and_grad(net, grad: str):
 
 
 def _step_body(net, opt, grad):
-    """The pure train step ``(state, x, y, lr_scale) -> (state, loss)``."""
+    """The pure train step ``(state, x, y, lr_scale, l2) -> (state, loss)``.
+
+    ``l2`` (a traced scalar, ``fit_many``'s per-model strength) adds the
+    ``l2 / (2 B) * sum W^2`` penalty on top of the network's own, as a network
+    built with that ``l2`` would: its gradient ``l2 / B * W``.
+    """
     value_and_grad = _value_and_grad(net, grad)
     dropout = net.random
 
-    def body(state, x, y, lr_scale=None):
+    def body(state, x, y, lr_scale=None, l2=None):
         key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
         loss, g = value_and_grad(state.params, x, y, key=key)
+        if l2 is not None:
+            n = x.shape[0]
+            loss = loss + _losses.l2_penalty(state.params, l2, n)
+            g = _losses.add_l2_grad(g, state.params, l2 / n)
         updates, opt_state = opt.update(g, state.opt_state, state.params)
         if lr_scale is not None:  # per-model learning-rate factor (fit_many)
             updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
@@ -194,7 +208,7 @@ def epoch_permutation(state: TrainState, n: int) -> Array:
 
 
 def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None, gather_per_step=False):
-    """``epoch(state, x, y, lr_scale=None, order_key=None) -> (state, losses)``; see ``make_epoch``.
+    """``epoch(state, x, y, lr_scale=None, order_key=None, l2=None) -> (state, losses)``; see ``make_epoch``.
 
     ``order_key`` replaces the state's shuffle key (``fit_many(shared_order=True)``).
 
@@ -217,7 +231,7 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None
         xy = tuple(a.at[i].get(mode="promise_in_bounds", unique_indices=True) for a in (x, y))
         return xy if sharding is None else tuple(jax.lax.with_sharding_constraint(a, sharding) for a in xy)
 
-    def epoch(state, x, y, lr_scale=None, order_key=None):
+    def epoch(state, x, y, lr_scale=None, order_key=None, l2=None):
         n = x.shape[0]
         nb, r = divmod(n, batch_size)
         full = nb * batch_size
@@ -226,14 +240,14 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None
         idx = perm[:k * batch_size].reshape(k, batch_size)  # [k, B]: step i trains on rows idx[i]
         if gather_per_step:
             def scan_step(s, i):
-                return body(s, *take(i, x, y, rows), lr_scale)
+                return body(s, *take(i, x, y, rows), lr_scale, l2)
             state, losses = jax.lax.scan(scan_step, state, idx)  # losses: [k]
         else:
             batches = take(idx, x, y, split)  # [k, B, ...] each
-            state, losses = jax.lax.scan(lambda s, b: body(s, *b, lr_scale), state, batches)
+            state, losses = jax.lax.scan(lambda s, b: body(s, *b, lr_scale, l2), state, batches)
         if r and not drop_last and (num_steps is None or num_steps > nb):
             state, loss = body(state, *take(perm[full:], x, y, rows if r % ndev == 0 else None),
-                               lr_scale)
+                               lr_scale, l2)
             losses = jnp.concatenate([losses, loss[None]])
         return state, losses
 
@@ -270,6 +284,98 @@ def make_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str =
     if mesh is not None:
         parallel.check_batch_size(mesh, batch_size)
     return _jit_on(mesh, _epoch_body(net, opt, grad, batch_size, drop_last, mesh=mesh))
+
+
+def _weighted_value_and_grad(net, grad: str):
+    """``(params, x [B, d], y, w [B], key) -> (loss, grads)`` of the rows where ``w`` is 1 alone.
+
+    Equals the network's loss and gradient on the batch of those ``r = sum(w)``
+    rows (mean over them, the L2 term's ``lambda / (2 r)``): rows are
+    independent and the batch gradient of a mean loss is each row's own
+    divided by the batch size, so the ``[B, m]`` ``dL/dz`` is rescaled by
+    ``w * B / r`` and the L2 gradient by ``B / r``. With ``w`` all ones both
+    factors are exactly 1: the same gradient as ``net.value_and_grad``.
+    """
+    fns = _losses.get(net.criterion, net.output)
+    row_loss = jax.vmap(lambda z, yo, t: fns.value(z[None], yo[None], t[None]))  # [B] each row's loss
+
+    def total(params, z, yout, y, w, r):
+        v = jnp.where(w > 0, row_loss(z, yout, y), 0) @ w / r  # where: a padding row's NaN never leaks
+        return v + _losses.l2_penalty(params, net.l2, r) if net.l2 else v
+
+    def manual(params, x, y, w, key):
+        z, yout, cache = net.forward(params, x, key=key)
+        r, B = jnp.sum(w), x.shape[0]
+        dz = jnp.where(w[:, None] > 0, fns.dlogits(z, yout, y), 0) * (w * (B / r))[:, None]
+        grads, _ = net.backward(params, cache, dz, l2_scale=B / r)
+        return total(params, z, yout, y, w, r), grads
+
+    def autodiff(params, x, y, w, key):
+        def f(p):
+            z, yout, _ = net.forward(p, x, key=key)
+            return total(p, z, yout, y, w, jnp.sum(w))
+        return jax.value_and_grad(f)(params)
+
+    _checks.choice("grad", grad, GRADS)
+    return manual if grad == "manual" else autodiff
+
+
+@functools.lru_cache(maxsize=128)
+def make_padded_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str = "manual"):
+    """``make_epoch`` over the first ``n`` rows of padded data: ONE compiled call for every ``n``.
+
+    ``(state, x [N, d], y [N, ...], n) -> (state, losses [ceil(N / B)])``: rows
+    ``n..N-1`` of ``x`` and ``y`` are padding (any values) and ``n`` is a traced
+    int32 scalar, so data sets of different sizes padded to the same ``N``
+    (cross-validation folds, a grid search's refits) share one program.
+    Each epoch is ``make_epoch``'s on the ``n`` rows: the same order (when
+    ``shuffle.domain_size(n) == shuffle.domain_size(N)``, see
+    ``shuffle.padded_permutation``), the same full batches, the last partial
+    batch of its true size (computed as a ``B``-row batch whose padding rows
+    weigh 0), and the steps past the data skipped (their loss is 0; state,
+    step count and optimizer moments untouched). So the result equals
+    ``make_epoch``'s up to float rounding.
+
+    Args:
+      net, opt, grad: as for ``make_epoch``.
+      batch_size: ``B``, samples per step (``1 <= B <= n``).
+    """
+    _checks.positive_int("batch_size", batch_size)
+    value_and_grad, dropout = _weighted_value_and_grad(net, grad), net.random
+    B = batch_size
+
+    def step(state, x, y, w):
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
+        loss, g = value_and_grad(state.params, x, y, w, key)
+        updates, opt_state = opt.update(g, state.opt_state, state.params)
+        return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, state.rng), loss
+
+    def epoch(state, x, y, n):
+        N = x.shape[0]
+        S = -(-N // B)
+        perm = shuffle.padded_permutation(_order_key(state), n, N)
+        idx = jnp.concatenate([perm, jnp.arange(N, S * B, dtype=jnp.int32) % N]).reshape(S, B)  # [S, B]
+
+        dtype = jax.tree.leaves(state.params)[0].dtype  # the loss's and the weights' dtype
+
+        def run(s, rows, w):
+            s, loss = step(s, x[rows], y[rows], w)
+            return s, loss.astype(dtype)
+
+        def scan_step(s, i):
+            w = (i * B + jnp.arange(B) < n).astype(dtype)  # [B]: 1 on data rows, 0 on padding
+            return jax.lax.cond(w[0] > 0, run, lambda s, rows, w: (s, jnp.zeros((), dtype)), s, idx[i], w)
+        return jax.lax.scan(scan_step, state, jnp.arange(S))
+
+    return jax.jit(epoch)
+
+
+def padded_step_sizes(n: int, size: int, batch_size: int) -> np.ndarray:
+    """Samples in each step of ``make_padded_epoch`` over ``n`` of ``size`` rows: ``[ceil(size / B)]``."""
+    sizes = np.zeros(-(-size // batch_size), np.int64)
+    real = _step_sizes(n, batch_size, False)
+    sizes[:len(real)] = real
+    return sizes
 
 
 def _jit_on(mesh, fn):
@@ -566,22 +672,23 @@ def _gather_rows(mesh, data):
 @functools.lru_cache(maxsize=64)
 def _many_epoch(net, opt, grad, batch_size, drop_last, shared_order=False):
     body = _epoch_body(net, opt, grad, batch_size, drop_last, gather_per_step=True)
-    # Models differ in state (seed) and learning-rate factor; the data is shared
-    # and each step gathers each model's rows (no per-model copy of the set).
+    # Models differ in state (seed), learning-rate factor and L2 strength (None: the
+    # network's own for all); the data is shared and each step gathers each model's
+    # rows (no per-model copy of the set).
+    many = jax.vmap(body, in_axes=(0, None, None, 0, None, 0))
     if not shared_order:
-        return jax.jit(jax.vmap(body, in_axes=(0, None, None, 0)))
-    many = jax.vmap(body, in_axes=(0, None, None, 0, None))
+        return jax.jit(lambda states, x, y, lr_scales, l2s: many(states, x, y, lr_scales, None, l2s))
 
-    def epoch(states, x, y, lr_scales):
+    def epoch(states, x, y, lr_scales, l2s):
         # Model 0's order for all: each step's batch is one [B, d] array, so
         # XLA computes the first layer of all K models as one [B, d] x [d, K*h] matmul.
-        return many(states, x, y, lr_scales, _order_key(jax.tree.map(lambda a: a[0], states)))
+        return many(states, x, y, lr_scales, _order_key(jax.tree.map(lambda a: a[0], states)), l2s)
 
     return jax.jit(epoch)
 
 
 def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch_size: int,
-             lr_scales=None, validation=None, grad: str = "manual", drop_last: bool = False,
+             lr_scales=None, l2s=None, validation=None, grad: str = "manual", drop_last: bool = False,
              dtype=jnp.float32, shared_order: bool = False):
     """Trains K models at once in one compiled program (``vmap`` over models).
 
@@ -589,7 +696,10 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     multiplied by ``lr_scales[k]``, which for every optimizer in
     ``funcnn.optim`` (updates linear in the learning rate) is training with
     learning rate ``lr * lr_scales[k]``. Each model equals the same network
-    trained alone by ``fit`` with that key (up to float rounding).
+    trained alone by ``fit`` with that key (up to float rounding). With
+    ``l2s``, model k also has the L2 penalty ``l2s[k] / (2 B) * sum W^2`` on
+    top of the network's own: build ``net`` with ``l2=0`` and model k equals
+    that network built with ``l2=l2s[k]`` trained alone.
 
     With ``shared_order=True`` every model sees the batches in model 0's
     order (common random numbers: models then differ only in their
@@ -603,6 +713,7 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     Args:
       keys: ``[K]`` array of ``jax.random`` keys (e.g. ``jax.random.split(key, K)``).
       lr_scales: optional ``[K]`` learning-rate factors (default all 1).
+      l2s: optional ``[K]`` L2 strengths ``>= 0`` added to the network's ``l2`` (default none).
       shared_order: all models use model 0's batch order (see above).
       other arguments: as for ``fit`` (no early stopping or resume).
 
@@ -619,18 +730,27 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     scales = jnp.ones((K,), dtype) if lr_scales is None else jnp.asarray(lr_scales, dtype)
     if scales.shape != (K,):
         raise InvalidArgument(f"lr_scales must have shape ({K},) like keys; got {scales.shape}.")
+    if l2s is not None:
+        l2s = np.asarray(l2s, np.float64)
+        if l2s.shape != (K,) or not np.all(np.isfinite(l2s) & (l2s >= 0)):
+            raise InvalidArgument(f"l2s must be {K} finite numbers >= 0, like keys; got {l2s.tolist()}.")
+        l2s = jnp.asarray(l2s, dtype)
     states = jax.vmap(lambda k: init_state(net, opt, key=k, dtype=dtype))(keys)
     run = _many_epoch(net, opt, grad, batch_size, drop_last, bool(shared_order))
     evaluate_many = jax.vmap(_eval_fn(net), in_axes=(0, None, None)) if validation is not None else None
     if validation is not None:
         xv, yv = _prepare(net, validation, dtype, "validation")
+        if l2s is not None:  # each model's validation loss with its own penalty, as its network's loss has
+            penalty = jax.jit(jax.vmap(lambda p, l2: _losses.l2_penalty(p, l2, xv.shape[0])))
     sizes = _step_sizes(x.shape[0], batch_size, drop_last)
     hist: dict[str, list] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     for _ in range(epochs):
-        states, losses = run(states, x, y, scales)  # losses: [K, steps]
+        states, losses = run(states, x, y, scales, l2s)  # losses: [K, steps]
         hist["train_loss"].append(np.asarray(losses) @ sizes / sizes.sum())
         if evaluate_many is not None:
             vl, va = jax.device_get(evaluate_many(states.params, xv, yv))
+            if l2s is not None:
+                vl = vl + np.asarray(penalty(states.params, l2s))
             hist["val_loss"].append(vl)
             hist["val_accuracy"].append(va)
     return states, {k: np.asarray(v) for k, v in hist.items()}

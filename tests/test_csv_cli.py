@@ -1,5 +1,6 @@
 """CSV regression and string labels, from the reader to `funcnn train` and `funcnn predict`."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,14 @@ def test_csv_regression_trains_and_reports_mse_rmse_r2(tmp_path, capsys):
     assert summary["r2"] > 0.8  # price is nearly linear in the features
     np.testing.assert_allclose(summary["rmse"] ** 2, summary["mse"], rtol=1e-5)
     assert "R^2" in capsys.readouterr().out
+    # evaluate on a CSV through the installed entry point: the [n] column is scored as [n, 1] targets
+    r = subprocess.run([sys.executable, "-m", "funcnn", "evaluate", str(tmp_path / "run" / "final.ckpt"),
+                        "--data", str(CONFIGS / "data" / "houses.csv"), "--target", "price"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    mse, rmse, r2 = (float(v) for v in re.search(r"MSE (\S+)  RMSE (\S+)  R\^2 (\S+)", r.stdout).groups())
+    np.testing.assert_allclose(rmse ** 2, mse, rtol=1e-3)
+    assert r2 > 0.8  # every row, the training rows too
 
 
 def test_csv_regression_with_two_targets(tmp_path):
@@ -76,6 +85,15 @@ def test_string_labels_round_trip_through_predict(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["predict", str(tmp_path / "run" / "final.ckpt"), str(inputs), "--labels"]) == 0
     assert capsys.readouterr().out.split() == ["cat", "dog", "fox"]
+    # evaluate --data with the names: mapped to the checkpoint's classes, not to the file's own order
+    few = _write(tmp_path, "height,weight,species\n5,4,dog\n2,5,fox\n", "few.csv")
+    assert cli.main(["evaluate", str(tmp_path / "run" / "final.ckpt"), "--data", str(few),
+                     "--target", "species"]) == 0
+    assert "accuracy 1.0000" in capsys.readouterr().out
+    bad = _write(tmp_path, "height,weight,species\n5,4,emu\n", "bad.csv")
+    assert cli.main(["evaluate", str(tmp_path / "run" / "final.ckpt"), "--data", str(bad),
+                     "--target", "species"]) == 2
+    assert "labels ['emu'] are not among the classes" in capsys.readouterr().err
 
 
 def test_predict_labels_on_a_regression_model_is_a_one_line_error(tmp_path):

@@ -104,3 +104,14 @@ def test_vmaps_over_keys():
     for k, row in zip(keys, batched):
         np.testing.assert_array_equal(row, shuffle.permutation(k, 33))
     assert batched.dtype == jnp.int32
+
+
+@pytest.mark.parametrize("n,size", [(0, 4), (5, 8), (22, 30), (33, 64), (300, 1000), (1437, 1536)])
+def test_padded_permutation_is_permutation_of_n_then_the_padding(n, size):
+    key = jax.random.key(4)
+    got = np.asarray(jax.jit(shuffle.padded_permutation, static_argnums=2)(key, n, size))
+    assert sorted(got[:n].tolist()) == list(range(n)) and got[n:].tolist() == list(range(n, size))
+    if shuffle.domain_size(n) == shuffle.domain_size(size):
+        np.testing.assert_array_equal(got[:n], np.asarray(shuffle.permutation(key, n)))
+    with pytest.raises(ValueError, match="size must be in"):
+        shuffle.padded_permutation(key, 1, -1)

@@ -96,10 +96,12 @@ def test_fit_is_train_fit_with_alpha_as_l2():
         np.testing.assert_allclose(got["W"], want["W"], rtol=1e-5, atol=1e-7)
 
 
-def test_second_fit_with_same_shapes_compiles_nothing():
-    x, y = _blobs(n=60)
-    est = MLPClassifier(hidden_layer_sizes=(9,), max_iter=4, random_state=0)
-    fitted = lambda e: e.fit(x, y).predict_proba(x)  # noqa: E731
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_second_fit_with_same_shapes_compiles_nothing(early_stopping):
+    x, y = _blobs(n=64)
+    est = MLPClassifier(hidden_layer_sizes=(9,), max_iter=4, random_state=0, early_stopping=early_stopping,
+                        validation_fraction=0.2, n_iter_no_change=100)
+    fitted = lambda e, n=60: e.fit(x[:n], y[:n]).predict_proba(x[:n])  # noqa: E731
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted(est)
@@ -110,6 +112,10 @@ def test_second_fit_with_same_shapes_compiles_nothing():
             for seed in range(3):  # grid-search refits: clones, new seeds, same shapes
                 fitted(clone(est).set_params(random_state=seed))
             fitted(est.set_params(warm_start=True))
+            # cross-validation folds of other sizes, in the bucket of 60 rows (57..64; with early
+            # stopping 48 of them train: 41..48), padded to its size
+            for n in (57, 59):
+                fitted(clone(est), n)
         finally:
             jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
@@ -195,6 +201,8 @@ def test_vs_sklearn_script_writes_its_table(tmp_path, capsys):
     spec.loader.exec_module(mod)
     assert mod.main(["--sets", "iris", "--folds", "2", "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader((tmp_path / "vs_sklearn.csv").open()))
-    assert [r["model"] for r in rows] == ["funcnn", "sklearn", "sklearn+scaler"]
+    assert [r["model"] for r in rows] == ["funcnn", "sklearn", "sklearn+scaler", "funcnn 64x64",
+                                          "sklearn+scaler 64x64"]
     assert all(0 < float(r["score_mean"]) <= 1 and float(r["fit_s"]) > 0 for r in rows)
-    assert "| iris | funcnn |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| iris | funcnn |" in out and "\niris: score " in out and "whole CV" in out

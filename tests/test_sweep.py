@@ -59,6 +59,27 @@ def test_sweep_ranks_by_validation_and_writes_a_trainable_best_config(tmp_path, 
                      "--quiet", "--set", "output.gradcheck=false", "--set", "output.plots=false"]) == 0
 
 
+def test_learning_rates_and_l2_strengths_vmap_as_one_group_equal_to_separate_runs(tmp_path, capsys):
+    grid = {"optimizer.learning_rate": ["1e-3", "3e-2"], "model.l2": ["0", "0.5"]}
+    args = ["sweep", CONFIG, *(a for k, v in grid.items() for a in ("--grid", f"{k}={','.join(v)}")),
+            "--out", str(tmp_path / "sw"), "--set", "data.val_size=0.2", *FAST]
+    assert cli.main(args) == 0
+    assert "4 combinations x 1 seeds in 1 compiled group(s)" in capsys.readouterr().out
+    rows = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
+    assert len(rows) == 4
+    for r in rows:  # each vmapped model is the run its config trains alone
+        sets = [FAST[i + 1] for i in range(0, len(FAST), 2)] + ["data.val_size=0.2"]
+        cfg = cfglib.load_config(CONFIG, sets + [f"{k}={r[k]}" for k in grid])
+        split = experiment.load_split(cfg)
+        net, opt = experiment.build(cfg, split.x_train.shape[0])
+        state, hist = train.fit(net, opt, (split.x_train, experiment.targets(net, split.y_train)), epochs=3,
+                            batch_size=cfg.training.batch_size, key=experiment.keys(cfg)[1],
+                            validation=(split.x_val, experiment.targets(net, split.y_val)))
+        np.testing.assert_allclose(float(r["val_loss"]), hist.val_loss[-1], rtol=1e-4)
+        assert float(r["test_loss"]) == pytest.approx(
+            experiment.evaluate_split(net, state.params, split.x_test, split.y_test)["loss"], rel=1e-4)
+
+
 def test_to_toml_round_trips_configs_with_lists_and_layers():
     cfg = cfglib.load_config(None, ["model.hidden=[\"relu\", \"tanh\"]", "model.sizes=[64, 8, 8, 10]",
                                     "optimizer.clip_norm=1.5", "training.early_stopping=3",

@@ -142,6 +142,26 @@ def test_fit_many_equals_each_model_trained_alone():
         np.testing.assert_allclose(hist["train_loss"][:, k], h.train_loss, rtol=1e-10)
 
 
+@pytest.mark.parametrize("grad", ["manual", "autodiff"])
+def test_fit_many_per_model_l2_equals_networks_built_with_it(grad):
+    x, y = _toy(n=43)  # a partial batch of 3: its penalty is l2 / (2 * 3)
+    net0 = funcnn.mlp([6, 8, 3], hidden="tanh")
+    l2s, scales = [0.0, 0.5, 3.0], [1.0, 2.0, 0.5]
+    keys = jax.random.split(jax.random.key(2), 3)
+    states, hist = train.fit_many(net0, optim.adam(1e-2), (x, y), keys=keys, lr_scales=scales, l2s=l2s, epochs=3,
+                                  batch_size=8, grad=grad, dtype=jnp.float64, validation=(x[:9], y[:9]))
+    for k in range(3):
+        net = funcnn.mlp([6, 8, 3], hidden="tanh", l2=l2s[k])
+        alone, h = train.fit(net, optim.adam(1e-2 * scales[k]), (x, y), epochs=3, batch_size=8, key=keys[k],
+                             grad=grad, dtype=jnp.float64)
+        assert normwise_rel_err(jax.tree.map(lambda a, k=k: a[k], states.params), alone.params) <= 1e-10
+        np.testing.assert_allclose(hist["train_loss"][:, k], h.train_loss, rtol=1e-10)
+        # the validation loss is the one that network reports: its own penalty included
+        np.testing.assert_allclose(hist["val_loss"][-1, k], float(net.loss(alone.params, x[:9], y[:9])), rtol=1e-10)
+    with pytest.raises(ValueError, match=r"l2s must be 3 finite numbers >= 0"):
+        train.fit_many(net0, optim.adam(1e-2), (x, y), keys=keys, l2s=[0.0, -1.0, 0.0], epochs=1, batch_size=8)
+
+
 def test_fit_many_shared_order_equals_fit_with_model_zeros_shuffle():
     x, y = _toy(n=43)  # 43 = 5 batches of 8 + a partial one of 3
     opt = optim.momentum(0.05, 0.9)
@@ -167,7 +187,7 @@ def test_fit_many_never_copies_the_data_set(shared_order):
     states = jax.vmap(lambda k: train.init_state(net, opt, key=k))(jax.random.split(jax.random.key(0), K))
     x, y = jnp.zeros((n, 64), jnp.float32), jnp.zeros((n,), jnp.int32)
     epoch = train._many_epoch(net, opt, "manual", 32, False, shared_order)
-    temp = epoch.lower(states, x, y, jnp.ones((K,))).compile().memory_analysis().temp_size_in_bytes
+    temp = epoch.lower(states, x, y, jnp.ones((K,)), None).compile().memory_analysis().temp_size_in_bytes
     assert temp < x.nbytes, (temp, x.nbytes)
 
 
@@ -199,6 +219,42 @@ def test_second_fit_with_same_network_and_optimizer_compiles_nothing():
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
+
+
+@pytest.mark.parametrize("grad", ["manual", "autodiff"])
+@pytest.mark.parametrize("output,loss,l2,dropout", [("softmax", "cross_entropy", 0.3, 0.0),
+                                                     ("identity", "mse", 0.0, 0.0),
+                                                     ("softmax", "cross_entropy", 0.0, 0.5)])
+def test_padded_epoch_equals_the_epoch_on_the_data_rows(grad, output, loss, l2, dropout):
+    # 22 rows padded to 30 (one Feistel domain, 32): 5 full batches of 4, a partial batch of 2, 2 skipped steps
+    x, y = _toy(n=22)
+    if output == "identity":
+        y = jnp.asarray(np.random.default_rng(1).normal(size=(22, 3)))
+    net = funcnn.mlp([6, 8, 3], hidden="tanh", output=output, loss=loss, l2=l2, dropout=dropout)
+    opt = optim.adam(1e-2)
+    state = train.init_state(net, opt, key=jax.random.key(1), dtype=jnp.float64)
+    pad = lambda a: jnp.concatenate([a, jnp.full((8, *a.shape[1:]), 7, a.dtype)])  # noqa: E731 any values
+    want, got = state, state
+    for _ in range(2):
+        want, want_losses = train.make_epoch(net, opt, batch_size=4, grad=grad)(want, x, y)
+        got, losses = train.make_padded_epoch(net, opt, batch_size=4, grad=grad)(got, pad(x), pad(y), 22)
+    assert losses.shape == (8,) and np.all(np.asarray(losses[6:]) == 0)
+    np.testing.assert_allclose(np.asarray(losses[:6]), np.asarray(want_losses), rtol=1e-12)
+    assert normwise_rel_err(got.params, want.params) <= 1e-12
+    assert int(got.step) == int(want.step) == 12
+    chex.assert_trees_all_close(got.opt_state, want.opt_state, rtol=1e-12)
+    np.testing.assert_array_equal(train.padded_step_sizes(22, 30, 4), [4, 4, 4, 4, 4, 2, 0, 0])
+
+
+def test_padded_epoch_compiles_once_for_every_number_of_rows():
+    x, y = _toy(n=64, dtype=jnp.float32)
+    opt = optim.sgd(0.1)
+    sgd = optim.sgd(0.1)
+    opt = optim.GradientTransformation(sgd.init, chex.assert_max_traces(sgd.update, n=1))
+    run = train.make_padded_epoch(NET, opt, batch_size=8, grad="manual")
+    state = train.init_state(NET, opt, key=jax.random.key(0))
+    for n in (33, 40, 47, 64):  # every fold size of one padded shape: one trace in all
+        state, _ = run(state, x, y, n)
 
 
 class TestBadInput:

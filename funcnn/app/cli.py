@@ -537,12 +537,43 @@ def _load_inputs(path: str, target: str | None, num_features: int):
                 return z["x"], z.get("y")
         x, y = _npy(p, read)
     elif p.suffix == ".csv":
-        x, y = (data.load_csv_features(p), None) if target is None else data.load_csv(p, target=target)
+        x, y = (data.load_csv_features(p), None) if target is None else _csv_with_labels(p, target)
     else:
         raise UserError(f"input {path} must be .npy, .npz or .csv; got {p.suffix or 'no suffix'}.")
     if not isinstance(x, (np.ndarray, jax.Array)):
         raise UserError(f"{path} must hold one array; got {type(x).__name__}.")
     return _checks.feature_rows(path, x, num_features), y  # the checks Checkpoint.preprocess makes
+
+
+def _csv_with_labels(p: Path, target):
+    """``(x, y)`` of a labelled CSV; string labels come back as a NumPy array of the names (mapped later)."""
+    x, y, classes = data.load_csv(p, target=target, return_classes=True)
+    return x, (y if classes is None else np.asarray(classes)[np.asarray(y)])
+
+
+def _eval_targets(args, ckpt, x, y):
+    """The labels or targets of ``--data`` as the checkpoint's network scores them.
+
+    A regression model's targets become ``[n, k]`` float rows (a CSV column is read
+    ``[n]``); string labels become indices into the classes stored at training.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind == "U":
+        classes = ckpt.extra.get("classes")
+        if classes is None:
+            raise UserError(f"{args.data}: the labels are names ({', '.join(sorted(set(y.tolist()))[:5])}, ...) "
+                            f"but {args.checkpoint} was trained on numeric labels; give numeric labels.")
+        unseen = sorted(set(y.tolist()) - set(classes))
+        if unseen:
+            raise UserError(f"{args.data}: labels {unseen} are not among the classes the model was trained on "
+                            f"({classes}).")
+        y = np.searchsorted(np.asarray(classes), y).astype(np.int32)
+    if y.dtype.kind not in "biuf" or y.shape[:1] != x.shape[:1]:
+        raise UserError(f"{args.data}: y must be {x.shape[0]} numeric labels or targets; got "
+                        f"{y.dtype} {y.shape}.")
+    if ckpt.net.output.decide is None:  # regression: the outputs are [n, k] predictions
+        y = y.astype(np.float32).reshape(y.shape[0], -1)
+    return jnp.asarray(y)
 
 
 def _npy(p: Path, read):
@@ -587,11 +618,7 @@ def cmd_evaluate(args) -> int:
         x, y = _load_inputs(args.data, args.target, net.input_size)
         if y is None:
             raise UserError(f"{args.data} has no labels: an .npz needs an array 'y', a .csv needs --target.")
-        y = np.asarray(y)
-        if y.dtype.kind not in "biuf" or y.shape[:1] != x.shape[:1]:
-            raise UserError(f"{args.data}: y must be {x.shape[0]} numeric labels or targets; got "
-                            f"{y.dtype} {y.shape}.")
-        x, y, where = ckpt.preprocess(x), jnp.asarray(y), args.data
+        x, y, where = ckpt.preprocess(x), _eval_targets(args, ckpt, x, y), args.data
     report = experiment.evaluate_split(net, ckpt.params, x, y)
     print(f"{args.checkpoint} on {where} ({x.shape[0]} samples)")
     print(f"loss {report['loss']:.6f}")

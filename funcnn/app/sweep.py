@@ -8,9 +8,14 @@ the mean and std over seeds of every test metric; each seed's checkpoint is
 written to ``seed-<s>/final.ckpt``.
 
 ``funcnn sweep CONFIG --grid KEY=V1,V2 ... [--seeds K]`` trains every
-combination. Combinations that differ only in ``optimizer.learning_rate``
-(and the seeds) run as one vmapped program: every optimizer's update is
-linear in its learning rate, so ``lr_scales`` give each model its own. The
+combination. Combinations that differ only in the per-model scalars of
+``VMAPPED`` (and the seeds) run as one vmapped program
+(``funcnn.train.fit_many``): every optimizer's update is linear in its
+learning rate, so ``lr_scales`` give each model its own, and the L2 penalty
+is added in the train step with each model's own strength (``l2s``). Any
+other difference (``model.dropout``: a dropout layer's rate is a constant of
+its compiled forward pass; sizes, activations, the optimizer's other
+settings, the data) starts another group, trained one after the other. The
 results (one row per combination and seed) are sorted by the
 combination's mean final validation loss over seeds, printed and written to ``results.csv``; the best
 combination's config is written to ``best.toml``, which ``funcnn train``
@@ -60,7 +65,7 @@ def _check_many(cfg) -> None:
 
 
 def train_group(cfgs: list, seeds: int, split=None) -> list[dict]:
-    """Trains ``seeds`` seeds of each config in ``cfgs`` (equal but for the learning rate) in one program.
+    """Trains ``seeds`` seeds of each config in ``cfgs`` (equal but for ``VMAPPED`` keys) in one program.
 
     Returns one row per (config, seed): ``{"config", "seed", "state", "test", "val_loss"?,
     "val_accuracy"?, "train_loss"}`` (``state`` is that model's ``TrainState``).
@@ -68,7 +73,11 @@ def train_group(cfgs: list, seeds: int, split=None) -> list[dict]:
     base = cfgs[0]
     _check_many(base)
     split = experiment.load_split(base) if split is None else split
-    net, opt = experiment.build(base, split.x_train.shape[0])
+    # One L2 strength for all: it stays in the network (exactly the single run's program);
+    # several: a network without it, and each model's added in the step (fit_many's l2s).
+    own_l2 = len({c.model.l2 for c in cfgs}) == 1
+    run_cfg = base if own_l2 else dataclasses.replace(base, model=dataclasses.replace(base.model, l2=0.0))
+    net, opt = experiment.build(run_cfg, split.x_train.shape[0])
     lr0 = base.optimizer.learning_rate
     if lr0 <= 0:
         raise SweepError(f"optimizer.learning_rate must be > 0 to sweep; got {lr0}.")
@@ -78,18 +87,21 @@ def train_group(cfgs: list, seeds: int, split=None) -> list[dict]:
                 for i in range(seeds)]
     keys = jax.numpy.stack(per_seed * len(cfgs))  # [C * K]: config-major
     scales = np.repeat([c.optimizer.learning_rate / lr0 for c in cfgs], seeds)
+    l2s = None if own_l2 else np.repeat([c.model.l2 for c in cfgs], seeds)
     validation = None if split.x_val is None else (split.x_val, experiment.targets(net, split.y_val))
     t = base.training
     states, hist = train.fit_many(net, opt, (split.x_train, experiment.targets(net, split.y_train)), keys=keys,
                                   epochs=t.epochs, batch_size=t.batch_size or split.x_train.shape[0],
-                                  lr_scales=scales, validation=validation, grad=t.grad, drop_last=t.drop_last,
+                                  lr_scales=scales, l2s=l2s, validation=validation, grad=t.grad,
+                                  drop_last=t.drop_last,
                                   dtype=experiment.dtype_of(base))
     rows = []
     for j in range(len(keys)):
         c, i = cfgs[j // seeds], j % seeds
         state = jax.tree.map(lambda a, j=j: a[j], states)
-        row = {"config": c, "seed": s0 + i, "state": state, "net": net, "split": split,
-               "test": experiment.evaluate_split(net, state.params, split.x_test, split.y_test),
+        own = net if own_l2 else cfglib.build_model(c.model)  # its own l2: the loss it reports and saves
+        row = {"config": c, "seed": s0 + i, "state": state, "net": own, "split": split,
+               "test": experiment.evaluate_split(own, state.params, split.x_test, split.y_test),
                "train_loss": float(hist["train_loss"][-1][j])}
         if validation is not None:
             row["val_loss"] = float(hist["val_loss"][-1][j])
@@ -185,10 +197,15 @@ def _split_values(text: str) -> list[str]:
     return parts + [cur]
 
 
+# The per-model scalars one vmapped program can differ in (see the module docstring): (section, key).
+VMAPPED = (("optimizer", "learning_rate"), ("model", "l2"))
+
+
 def _group_key(cfg) -> str:
-    """Configs with equal keys differ at most in the learning rate: one vmapped program."""
+    """Configs with equal keys differ at most in ``VMAPPED`` scalars: one vmapped program."""
     d = cfglib.config_to_dict(cfg)
-    d["optimizer"]["learning_rate"] = None
+    for section, key in VMAPPED:
+        d[section][key] = None
     return json.dumps(d, sort_keys=True)
 
 
@@ -363,7 +380,7 @@ def add_train_flags(p) -> None:
 
 def register(sub, set_help: str, new_run_dir, write_text) -> None:
     """Adds ``sweep`` and ``config`` to the CLI's subparsers."""
-    p = sub.add_parser("sweep", help="train every combination of a grid (vmapped where only lr/seed differ)",
+    p = sub.add_parser("sweep", help="train every combination of a grid (vmapped where only lr/l2/seed differ)",
                        description="Train every combination of the --grid values (and --seeds seeds of each); "
                        "rank them by final validation loss; write results.csv and best.toml.")
     p.add_argument("config")
@@ -383,5 +400,5 @@ def register(sub, set_help: str, new_run_dir, write_text) -> None:
     p.set_defaults(fn=cmd_config)
 
 
-__all__ = ["SweepError", "train_group", "mean_std", "scalar_metrics", "parse_grid", "to_toml", "describe_config",
-           "register", "add_train_flags", "cmd_train_seeds", "cmd_sweep", "cmd_config"]
+__all__ = ["SweepError", "VMAPPED", "train_group", "mean_std", "scalar_metrics", "parse_grid", "to_toml",
+           "describe_config", "register", "add_train_flags", "cmd_train_seeds", "cmd_sweep", "cmd_config"]
