@@ -270,7 +270,10 @@ def _regression_pair(y_true, y_pred) -> tuple[Array, Array]:
         raise InvalidArgument(f"y_true and y_pred must be non-empty [n] or [n, k]; got shape {t.shape}.")
     _checks.finite("y_true", t)
     _checks.finite("y_pred", p)
-    dtype = jnp.promote_types(jnp.promote_types(t.dtype, p.dtype), jnp.float32)
+    # Promoted on purpose (targets are often float64 beside float32 outputs), by
+    # JAX's standard rules whatever the caller's jax_numpy_dtype_promotion.
+    with jax.numpy_dtype_promotion("standard"):
+        dtype = jnp.promote_types(jnp.promote_types(t.dtype, p.dtype), jnp.float32)
     return t.astype(dtype), p.astype(dtype)
 
 
