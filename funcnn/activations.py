@@ -11,6 +11,8 @@ Contract (stated once, as in stax): a hidden activation is an
 An output activation is an ``OutputActivation(name, fn, vjp)`` acting on the
 last axis of ``z: [batch, m]``; ``vjp(z, y, dy) -> dz`` is its vector-Jacobian
 product, so softmax never materialises its ``[batch, m, m]`` Jacobian.
+Optional, for curvature: ``jvp(z, y, dz)`` and ``rvjp(z, y, dy, rz, rdy)``,
+the tangent of ``vjp`` (its R-operator); an ``Activation``'s ``grad2``.
 
 Convention at kinks: the derivative at a kink takes the value of the branch
 for ``z <= 0``. So relu'(0) = 0 (as in the reference material: a unit whose
@@ -78,6 +80,9 @@ class OutputActivation(NamedTuple):
     decide: Callable[[Array], Array] | None = None  # y -> predictions; None: y is the prediction
     smooth: bool = False  # no kinks: finite differences need no kink detection
     jvp: Callable[[Array, Array, Array], Array] | None = None  # (z, y, dz) -> dy; None: no forward mode
+    # (z, y, dy, rz, rdy) -> R{vjp(z, y, dy)}: the tangent of the VJP when z moves
+    # by rz and dy by rdy (net.hvp for losses of the output, e.g. mse); None: none.
+    rvjp: Callable[..., Array] | None = None
 
 
 def _relu(z):
@@ -181,15 +186,29 @@ def _threshold(y):
     return (y > 0.5).astype(jnp.int32)
 
 
+def _sigmoid_rvjp(z, y, dy, rz, rdy):
+    # vjp = dy * y (1 - y); ry = y (1 - y) rz, d/dy [y (1 - y)] = 1 - 2y.
+    s1 = y * (1 - y)
+    return rdy * s1 + dy * (1 - 2 * y) * s1 * rz
+
+
+def _softmax_rvjp(z, y, dy, rz, rdy):
+    # vjp = y * (dy - <dy, y>); with ry = y * (rz - <rz, y>) (the JVP), the product
+    # rule gives ry * (dy - <dy, y>) + y * (rdy - <rdy, y> - <dy, ry>).
+    ry = _softmax_vjp(z, y, rz)
+    return (ry * (dy - jnp.sum(dy * y, axis=-1, keepdims=True))
+            + y * (rdy - jnp.sum(rdy * y + dy * ry, axis=-1, keepdims=True)))
+
+
 # Forward mode: every built-in output's Jacobian is symmetric (identity,
 # diag(y (1 - y)), diag(y) - y y^T per row), so its JVP is its VJP.
 OUTPUT = {
     "identity": OutputActivation("identity", lambda z: z, lambda z, y, dy: dy, smooth=True,
-                                 jvp=lambda z, y, dz: dz),
+                                 jvp=lambda z, y, dz: dz, rvjp=lambda z, y, dy, rz, rdy: rdy),
     "sigmoid": OutputActivation("sigmoid", jax.nn.sigmoid, lambda z, y, dy: dy * y * (1 - y), _threshold,
-                                smooth=True, jvp=lambda z, y, dz: dz * y * (1 - y)),
+                                smooth=True, jvp=lambda z, y, dz: dz * y * (1 - y), rvjp=_sigmoid_rvjp),
     "softmax": OutputActivation("softmax", lambda z: jax.nn.softmax(z, axis=-1), _softmax_vjp, _argmax,
-                                smooth=True, jvp=_softmax_vjp),
+                                smooth=True, jvp=_softmax_vjp, rvjp=_softmax_rvjp),
 }
 
 
