@@ -139,17 +139,26 @@ def _swish_grad2(z, y):
     return s * (1 - s) * (2 + z * (1 - 2 * s))
 
 
-def _zeros(z, y):
+def zero_grad2(z, y):
+    """The second derivative of a piecewise-linear activation (identity, relu, leaky_relu): 0.
+
+    The curvature rules test ``act.grad2 is zero_grad2`` and drop the term it
+    multiplies, as JAX's forward mode does for piecewise-linear functions
+    (multiplying by an array of zeros would keep the cotangent that feeds it
+    alive: a whole matmul per layer). Any other function returning zeros is
+    as correct, only slower.
+    """
+    del y
     return jnp.zeros_like(z)
 
 
 _HIDDEN = (
-    Activation("identity", lambda z: z, lambda z, y: jnp.ones_like(z), _zeros, smooth=True),
+    Activation("identity", lambda z: z, lambda z, y: jnp.ones_like(z), zero_grad2, smooth=True),
     # relu'' = leaky_relu'' = 0 away from the kink; at the kink (where the second
     # derivative is a Dirac delta) funcnn takes 0 too, the z <= 0 branch's value.
-    Activation("relu", _relu, lambda z, y: (z > 0).astype(z.dtype), _zeros),
+    Activation("relu", _relu, lambda z, y: (z > 0).astype(z.dtype), zero_grad2),
     Activation("leaky_relu", _leaky_relu, lambda z, y: jnp.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype),
-               _zeros),
+               zero_grad2),
     # sigmoid'' = d/dz y (1 - y) = y (1 - y) (1 - 2y).
     Activation("sigmoid", jax.nn.sigmoid, lambda z, y: y * (1 - y), lambda z, y: y * (1 - y) * (1 - 2 * y),
                smooth=True),

@@ -297,20 +297,24 @@ def _dense(width: int, act: Activation | None, rate: float, ini: Initializer, bi
         rz = mm(x, v["W"]) + v["b"][None, :]
         if rx is not None:  # a zero input tangent (the network's input) costs no matmul
             rz = rz + mm(rx, params["W"])
-        if act is None:
-            return z, rz, DenseRCache(x, rx, z, z, rz)
-        y = act.fn(z)
-        return y, act.grad(z, y) * rz, DenseRCache(x, rx, z, y, rz)
+        y = z if act is None else act.fn(z)
+        return y, rz if act is None else act.grad(z, y) * rz, DenseRCache(x, rx, z, y, rz)
 
     def rbackward(params, v, c, dy, rdy):
         if act is None:
             dz, rdz = dy, rdy
         else:
             f1 = act.grad(c.z, c.y)
-            dz, rdz = dy * f1, rdy * f1 + dy * need_grad2(act)(c.z, c.y) * c.rz
-        rdW = mm(transposed(c.x), rdz)  # [in, width]
+            dz, rdz = dy * f1, rdy * f1
+            if need_grad2(act) is not activations.zero_grad2:  # piecewise linear: no f'' term
+                rdz = rdz + dy * act.grad2(c.z, c.y) * c.rz
+        # Plain transposed views, not backward's written-out copies (``transposed``):
+        # for the R-backward XLA:CPU ran them faster (MNIST-sized hvp 0.75x -> ~1.0x
+        # jax.jvp(jax.grad)). Stacking [rx; x] and [dz; rdz] into one product per
+        # pair made no difference beyond the machine's noise, so the formulas stay plain.
+        rdW = mm(c.x.T, rdz)  # [in, width]
         if c.rx is not None:
-            rdW = rdW + mm(transposed(c.rx), dz)
+            rdW = rdW + mm(c.rx.T, dz)
         W = params["W"]
         return {"W": rdW, "b": jnp.sum(rdz, axis=0)}, mm(dz, W.T), mm(rdz, W.T) + mm(dz, v["W"].T)
 
@@ -414,7 +418,9 @@ def _activation(act: Activation) -> Layer:
         del params, v
         x, y, rx = cache
         f1 = act.grad(x, y)
-        return {}, dy * f1, rdy * f1 + dy * need_grad2(act)(x, y) * rx
+        if need_grad2(act) is activations.zero_grad2:  # piecewise linear: no f'' term
+            return {}, dy * f1, rdy * f1
+        return {}, dy * f1, rdy * f1 + dy * act.grad2(x, y) * rx
 
     return Layer(act.name, init, forward, backward, spec("activation", activation=act.name),
                  smooth=act.smooth, jvp=_jvp_of(rforward), sq_norms=_no_params_sq_norms,
