@@ -57,7 +57,8 @@ class Activation(NamedTuple):
     ``grad(z, y)`` receives the pre-activation ``z`` and the activation's own
     output ``y = fn(z)`` (same shape, same dtype) and returns ``dy/dz``
     elementwise; it may use either. ``grad2(z, y)``, the second derivative,
-    is optional: only curvature products need it.
+    is optional: only ``net.hvp`` needs it (a clear error names an activation
+    without one). A piecewise-linear activation gives ``zero_grad2``.
     """
 
     name: str

@@ -374,6 +374,17 @@ def _tangent_check(name, tangent, like):
                          f"got {_shapes(tangent)}.")
 
 
+def _rdlogits(out: OutputActivation, crit: Loss, z, yout, y, rz):
+    """R{dL/dz} [n, m]: the tangent of the loss's gradient in the logits when they move by ``rz``."""
+    hess = _need(crit, "hess", "net.hvp", "give Loss(..., hess=lambda z, y, t, d: H d)")
+    if crit.wrt == "logits":
+        return hess(z, yout, y, rz)
+    # dL/dz = out.vjp(z, y, g) with g = dL/dy: its tangent needs ry, H_y ry and the VJP's own tangent.
+    fix = "give OutputActivation(..., jvp=..., rvjp=...)"
+    ry = _need(out, "jvp", "net.hvp", fix)(z, yout, rz)
+    return _need(out, "rvjp", "net.hvp", fix)(z, yout, crit.grad(z, yout, y), rz, hess(z, yout, y, ry))
+
+
 def _curvature(layers, out, crit, fns, l2, check, run, total, grad):
     """The forward-mode and second-order functions of a network (see ``Network``'s attributes)."""
 
@@ -419,23 +430,13 @@ def _curvature(layers, out, crit, fns, l2, check, run, total, grad):
         check(params, x, y)
         return _jvp_loss(params, x, y)
 
-    def rdlogits(z, yout, y, rz):
-        # R{dL/dz}: the tangent of the loss's gradient in the logits along rz.
-        hess = _need(crit, "hess", "net.hvp", "give Loss(..., hess=lambda z, y, t, d: H d)")
-        if crit.wrt == "logits":
-            return hess(z, yout, y, rz)
-        fix = "give OutputActivation(..., jvp=..., rvjp=...)"
-        ry = _need(out, "jvp", "net.hvp", fix)(z, yout, rz)
-        rvjp = _need(out, "rvjp", "net.hvp", fix)
-        return rvjp(z, yout, crit.grad(z, yout, y), rz, hess(z, yout, y, ry))
-
     def hvp(params, x, y, v):
         check(params, x, y)
         _tangent_check("v", v, params)
         z, rz, rcaches = _layers.chain_rforward(layers, params, x, v, None)  # x has no tangent
         yout = out.fn(z)
         rgrads, _, _ = _layers.chain_rbackward(layers, params, v, rcaches, fns.dlogits(z, yout, y),
-                                               rdlogits(z, yout, y, rz))
+                                               _rdlogits(out, crit, z, yout, y, rz))
         return losses.add_l2_grad(rgrads, v, l2 / x.shape[0]) if l2 else rgrads  # R{(l2/n) W} = (l2/n) v_W
 
     def gnvp(params, x, y, v):
