@@ -11,6 +11,8 @@ Contract (stated once, as in stax): a hidden activation is an
 An output activation is an ``OutputActivation(name, fn, vjp)`` acting on the
 last axis of ``z: [batch, m]``; ``vjp(z, y, dy) -> dz`` is its vector-Jacobian
 product, so softmax never materialises its ``[batch, m, m]`` Jacobian.
+Optional, for curvature: ``jvp(z, y, dz)`` and ``rvjp(z, y, dy, rz, rdy)``,
+the tangent of ``vjp`` (its R-operator); an ``Activation``'s ``grad2``.
 
 Convention at kinks: the derivative at a kink takes the value of the branch
 for ``z <= 0``. So relu'(0) = 0 (as in the reference material: a unit whose
@@ -55,7 +57,8 @@ class Activation(NamedTuple):
     ``grad(z, y)`` receives the pre-activation ``z`` and the activation's own
     output ``y = fn(z)`` (same shape, same dtype) and returns ``dy/dz``
     elementwise; it may use either. ``grad2(z, y)``, the second derivative,
-    is optional: only curvature products need it.
+    is optional: only ``net.hvp`` needs it (a clear error names an activation
+    without one). A piecewise-linear activation gives ``zero_grad2``.
     """
 
     name: str
@@ -78,6 +81,9 @@ class OutputActivation(NamedTuple):
     decide: Callable[[Array], Array] | None = None  # y -> predictions; None: y is the prediction
     smooth: bool = False  # no kinks: finite differences need no kink detection
     jvp: Callable[[Array, Array, Array], Array] | None = None  # (z, y, dz) -> dy; None: no forward mode
+    # (z, y, dy, rz, rdy) -> R{vjp(z, y, dy)}: the tangent of the VJP when z moves
+    # by rz and dy by rdy (net.hvp for losses of the output, e.g. mse); None: none.
+    rvjp: Callable[..., Array] | None = None
 
 
 def _relu(z):
@@ -134,17 +140,26 @@ def _swish_grad2(z, y):
     return s * (1 - s) * (2 + z * (1 - 2 * s))
 
 
-def _zeros(z, y):
+def zero_grad2(z, y):
+    """The second derivative of a piecewise-linear activation (identity, relu, leaky_relu): 0.
+
+    The curvature rules test ``act.grad2 is zero_grad2`` and drop the term it
+    multiplies, as JAX's forward mode does for piecewise-linear functions
+    (multiplying by an array of zeros would keep the cotangent that feeds it
+    alive: a whole matmul per layer). Any other function returning zeros is
+    as correct, only slower.
+    """
+    del y
     return jnp.zeros_like(z)
 
 
 _HIDDEN = (
-    Activation("identity", lambda z: z, lambda z, y: jnp.ones_like(z), _zeros, smooth=True),
+    Activation("identity", lambda z: z, lambda z, y: jnp.ones_like(z), zero_grad2, smooth=True),
     # relu'' = leaky_relu'' = 0 away from the kink; at the kink (where the second
     # derivative is a Dirac delta) funcnn takes 0 too, the z <= 0 branch's value.
-    Activation("relu", _relu, lambda z, y: (z > 0).astype(z.dtype), _zeros),
+    Activation("relu", _relu, lambda z, y: (z > 0).astype(z.dtype), zero_grad2),
     Activation("leaky_relu", _leaky_relu, lambda z, y: jnp.where(z > 0, 1.0, LEAKY_SLOPE).astype(z.dtype),
-               _zeros),
+               zero_grad2),
     # sigmoid'' = d/dz y (1 - y) = y (1 - y) (1 - 2y).
     Activation("sigmoid", jax.nn.sigmoid, lambda z, y: y * (1 - y), lambda z, y: y * (1 - y) * (1 - 2 * y),
                smooth=True),
@@ -181,15 +196,29 @@ def _threshold(y):
     return (y > 0.5).astype(jnp.int32)
 
 
+def _sigmoid_rvjp(z, y, dy, rz, rdy):
+    # vjp = dy * y (1 - y); ry = y (1 - y) rz, d/dy [y (1 - y)] = 1 - 2y.
+    s1 = y * (1 - y)
+    return rdy * s1 + dy * (1 - 2 * y) * s1 * rz
+
+
+def _softmax_rvjp(z, y, dy, rz, rdy):
+    # vjp = y * (dy - <dy, y>); with ry = y * (rz - <rz, y>) (the JVP), the product
+    # rule gives ry * (dy - <dy, y>) + y * (rdy - <rdy, y> - <dy, ry>).
+    ry = _softmax_vjp(z, y, rz)
+    return (ry * (dy - jnp.sum(dy * y, axis=-1, keepdims=True))
+            + y * (rdy - jnp.sum(rdy * y + dy * ry, axis=-1, keepdims=True)))
+
+
 # Forward mode: every built-in output's Jacobian is symmetric (identity,
 # diag(y (1 - y)), diag(y) - y y^T per row), so its JVP is its VJP.
 OUTPUT = {
     "identity": OutputActivation("identity", lambda z: z, lambda z, y, dy: dy, smooth=True,
-                                 jvp=lambda z, y, dz: dz),
+                                 jvp=lambda z, y, dz: dz, rvjp=lambda z, y, dy, rz, rdy: rdy),
     "sigmoid": OutputActivation("sigmoid", jax.nn.sigmoid, lambda z, y, dy: dy * y * (1 - y), _threshold,
-                                smooth=True, jvp=lambda z, y, dz: dz * y * (1 - y)),
+                                smooth=True, jvp=lambda z, y, dz: dz * y * (1 - y), rvjp=_sigmoid_rvjp),
     "softmax": OutputActivation("softmax", lambda z: jax.nn.softmax(z, axis=-1), _softmax_vjp, _argmax,
-                                smooth=True, jvp=_softmax_vjp),
+                                smooth=True, jvp=_softmax_vjp, rvjp=_softmax_rvjp),
 }
 
 

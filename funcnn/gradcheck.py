@@ -848,16 +848,18 @@ def check_jvp(layer: Layer, params, x, *, dtype=None, tangents: int = 2, seed: i
 
 
 def check_hvp(net, params, x, y, *, dtype=None, vectors: int = 2, seed: int = 0) -> GradcheckReport:
-    """Checks ``net.hvp`` (forward mode over the hand-derived backward) leaf by leaf of ``H v``.
+    """Checks ``net.hvp`` (hand-derived R{backprop}) leaf by leaf of ``H v``.
 
     For each of ``vectors`` random ``v`` (like params), ``net.hvp(params, x,
     y, v)`` is compared per leaf with ``jax.jvp(jax.grad(net.loss))`` (reference
     ``reverse``: automatic forward-over-reverse of the forward-only loss, which
     never runs the hand-derived backward) and with float64 central finite
     differences of the hand-derived gradient along ``v``,
-    ``(grad(p + h v) - grad(p - h v)) / 2h`` (``finite_diff``). A backward
-    whose values are right but whose derivatives are wrong (first-order
-    checks pass) fails here, in the rows of the leaves it touches.
+    ``(grad(p + h v) - grad(p - h v)) / 2h`` (``finite_diff``). A wrong
+    second derivative (an activation's ``grad2``, an output's ``rvjp``, a
+    loss's ``hess``) or a wrong term of a layer's ``rforward``/``rbackward``
+    passes every first-order check and fails here, in the rows of the leaves
+    it touches (a wrong ``rdx`` shows in the layers below the faulty one).
 
     Args:
       net: a ``Network``.

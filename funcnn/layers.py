@@ -19,9 +19,24 @@ Optional, for curvature and per-example quantities (``funcnn.network``'s
     sq    = sq_norms(params, cache, dy, coef)             [n]: ||dparams_i + coef * W||^2 per sample i,
                                                           dparams_i the gradient of row i's loss alone
 
+and, as a pair, for the hand-derived Hessian-vector product ``net.hvp``
+(R{backprop}, Pearlmutter 1994: the tangent of the backward pass when the
+params move along ``v``; ``r`` marks a tangent, R{.})::
+
+    y, ry, rcache     = rforward(params, x, v, rx)        the forward pass and its tangent (ry is jvp's dy);
+                                                          rx None means a zero input tangent (the
+                                                          network's input); rcache: what rbackward needs
+    rdparams, dx, rdx = rbackward(params, v, rcache, dy, rdy)
+                                                          dx as backward gives it; rdparams, rdx the
+                                                          tangents of backward's dparams and dx when
+                                                          params move by v, x by rx and dy by rdy
+
 A layer without ``jvp`` works everywhere except forward mode, which raises
 a clear error naming it; without ``sq_norms`` the per-example norms fall
-back to the layer's own backward vmapped over rows (``layer_sq_norms``).
+back to the layer's own backward vmapped over rows (``layer_sq_norms``);
+without ``rforward``/``rbackward``, ``net.hvp`` falls back, for that layer
+only, to JAX's forward mode over the layer's own forward and backward
+(``layer_rforward``, ``layer_rbackward``). Every built-in layer has all of them.
 
 * ``params`` is a pytree of arrays (``{}`` for a layer without parameters,
   whose ``dparams`` is ``{}`` too). A leaf named ``"W"`` is a weight: the
@@ -148,6 +163,8 @@ class Layer(NamedTuple):
     smooth: bool = False  # forward has no kinks: finite differences need no kink detection
     jvp: Callable[..., tuple] | None = None  # (params, x, dparams, dx) -> (y, dy); None: no forward mode
     sq_norms: Callable[..., Array] | None = None  # (params, cache, dy, coef) -> [n]; None: generic fallback
+    rforward: Callable[..., tuple] | None = None  # (params, x, v, rx) -> (y, ry, rcache); None: jax.jvp fallback
+    rbackward: Callable[..., tuple] | None = None  # (params, v, rcache, dy, rdy) -> (rdparams, dx, rdx)
 
 
 # ------------------------------------------------------------------ matmuls
@@ -212,6 +229,15 @@ def dense(width: int, activation=None, *, dropout: float = 0.0, init="xavier_nor
 
         dz = dx W + x dW + db          dh = f'(z) * dz
 
+    R-backward (``rforward``/``rbackward``; params move by v = (vW, vb), x by
+    rx, the cotangent dy by rdy; rz the tangent of z above): the product rule
+    on each line of the backward, with f'' the activation's ``grad2``::
+
+        dz = dy * f'(z)                rdz = rdy * f'(z) + dy * f''(z) * rz
+        dW = x^T dz                    rdW = rx^T dz + x^T rdz      (rx = 0: the network's input)
+        db = sum_rows dz               rdb = sum_rows rdz
+        dx = dz W^T                    rdx = rdz W^T + dz vW^T
+
     Per-example squared gradient norms (Goodfellow 2015): row i's gradient
     is the outer product ``x_i^T dz_i``, so ``||dW_i||^2 = ||x_i||^2 ||dz_i||^2``
     and ``||db_i||^2 = ||dz_i||^2``; with ``coef * W`` added,
@@ -266,13 +292,33 @@ def _dense(width: int, act: Activation | None, rate: float, ini: Initializer, bi
         dW = mm(transposed(cache.x), dz)  # [in, width]
         return {"W": dW, "b": jnp.sum(dz, axis=0)}, mm(dz, params["W"].T)
 
-    def jvp(params, x, dparams, dx):
+    def rforward(params, x, v, rx):
         z = mm(x, params["W"]) + params["b"][None, :]  # [n, width]
-        dz = mm(dx, params["W"]) + mm(x, dparams["W"]) + dparams["b"][None, :]
+        rz = mm(x, v["W"]) + v["b"][None, :]
+        if rx is not None:  # a zero input tangent (the network's input) costs no matmul
+            rz = rz + mm(rx, params["W"])
+        y = z if act is None else act.fn(z)
+        return y, rz if act is None else act.grad(z, y) * rz, DenseRCache(x, rx, z, y, rz)
+
+    def rbackward(params, v, c, dy, rdy):
         if act is None:
-            return z, dz
-        y = act.fn(z)
-        return y, act.grad(z, y) * dz
+            dz, rdz = dy, rdy
+        else:
+            f1 = act.grad(c.z, c.y)
+            dz, rdz = dy * f1, rdy * f1
+            if need_grad2(act) is not activations.zero_grad2:  # piecewise linear: no f'' term
+                rdz = rdz + dy * act.grad2(c.z, c.y) * c.rz
+        # rdW^T = rdz^T x + dz^T rx, [width, in], transposed once at the end, as
+        # JAX's own transpose rules lay it out: XLA:CPU ran that faster than
+        # x^T rdz through plain views or backward's written-out copies
+        # (``transposed``) (MNIST-sized hvp vs jax.jvp(jax.grad): 0.75x copies,
+        # 0.95x views, 1.0x this). Stacking [rx; x] and [dz; rdz] into one
+        # product per pair was slower (the copies cost more than the calls saved).
+        rdWt = mm(rdz.T, c.x)
+        if c.rx is not None:
+            rdWt = rdWt + mm(dz.T, c.rx)
+        W = params["W"]
+        return {"W": rdWt.T, "b": jnp.sum(rdz, axis=0)}, mm(dz, W.T), mm(rdz, W.T) + mm(dz, v["W"].T)
 
     def sq_norms(params, cache, dy, coef):
         dy = _undrop(cache.mask, dy)
@@ -288,7 +334,32 @@ def _dense(width: int, act: Activation | None, rate: float, ini: Initializer, bi
     desc = spec("dense", width=width, activation=None if act is None else act.name, dropout=rate,
                 init=ini._asdict(), bias_init=bias_init, precision=precision)
     return Layer(name, init_fn, forward, backward, desc, random=rate > 0, smooth=act is None or act.smooth,
-                 jvp=jvp, sq_norms=sq_norms)
+                 jvp=_jvp_of(rforward), sq_norms=sq_norms, rforward=rforward, rbackward=rbackward)
+
+
+class DenseRCache(NamedTuple):
+    x: Array  # [n, in]: the layer's input
+    rx: Array | None  # [n, in]: its tangent; None: zero (the network's input)
+    z: Array  # [n, width]: x W + b
+    y: Array  # [n, width]: f(z) (z without an activation)
+    rz: Array  # [n, width]: the tangent of z
+
+
+def _jvp_of(rforward):
+    """A layer's ``jvp`` from its ``rforward``: the same tangent; XLA drops the unused rcache."""
+    def jvp(params, x, dparams, dx):
+        y, dy, _ = rforward(params, x, dparams, dx)
+        return y, dy
+    return jvp
+
+
+def need_grad2(act: Activation):
+    """``act.grad2``, or a clear error: the hand-derived ``net.hvp`` needs the second derivative."""
+    if act.grad2 is None:
+        raise InvalidType(f"activation {act.name!r} has no grad2: net.hvp (the hand-derived Hessian-vector "
+                          "product) needs its second derivative; give Activation(name, fn, grad, "
+                          "grad2=lambda z, y: d2y/dz2).")
+    return act.grad2
 
 
 def _drop(rate: float, key, x):
@@ -313,6 +384,8 @@ def activation(a) -> Layer:
     """An elementwise activation as a layer: ``y = f(x)``, ``dx = dy * f'(x)``; params ``{}``.
 
     Forward mode: ``dy = f'(x) * dx``. No parameters: per-example norms are 0.
+    R-backward (``dx = dy * f'(x)``; x moves by rx, dy by rdy):
+    ``rdx = rdy * f'(x) + dy * f''(x) * rx``, f'' the activation's ``grad2``.
 
     Args:
       a: a name or an ``Activation`` value.
@@ -337,13 +410,23 @@ def _activation(act: Activation) -> Layer:
         x, y = cache
         return {}, dy * act.grad(x, y)
 
-    def jvp(params, x, dparams, dx):
-        del params, dparams
+    def rforward(params, x, v, rx):
+        del params, v
         y = act.fn(x)
-        return y, act.grad(x, y) * dx
+        rx = jnp.zeros_like(x) if rx is None else rx
+        return y, act.grad(x, y) * rx, (x, y, rx)
+
+    def rbackward(params, v, cache, dy, rdy):
+        del params, v
+        x, y, rx = cache
+        f1 = act.grad(x, y)
+        if need_grad2(act) is activations.zero_grad2:  # piecewise linear: no f'' term
+            return {}, dy * f1, rdy * f1
+        return {}, dy * f1, rdy * f1 + dy * act.grad2(x, y) * rx
 
     return Layer(act.name, init, forward, backward, spec("activation", activation=act.name),
-                 smooth=act.smooth, jvp=jvp, sq_norms=_no_params_sq_norms)
+                 smooth=act.smooth, jvp=_jvp_of(rforward), sq_norms=_no_params_sq_norms,
+                 rforward=rforward, rbackward=rbackward)
 
 
 # ------------------------------------------------------------------ dropout
@@ -355,7 +438,8 @@ def dropout(rate: float) -> Layer:
     With a key: ``y = x * mask``, ``mask = bernoulli(1 - rate) / (1 - rate)``,
     so evaluation (no key) is the identity and needs no rescaling;
     ``dx = dy * mask``. Without a key: ``y = x``, ``dx = dy``. Params ``{}``.
-    Forward mode is deterministic (evaluation): ``dy = dx``.
+    Forward mode is deterministic (evaluation): ``dy = dx``; so is the
+    R-backward: ``dx = dy``, ``rdx = rdy``.
 
     Args:
       rate: the probability of DROPPING a unit, in [0, 1).
@@ -377,12 +461,17 @@ def _dropout(rate: float) -> Layer:
         del params
         return {}, _undrop(mask, dy)
 
-    def jvp(params, x, dparams, dx):
-        del params, dparams
-        return x, dx
+    def rforward(params, x, v, rx):
+        del params, v
+        return x, jnp.zeros_like(x) if rx is None else rx, None
+
+    def rbackward(params, v, rcache, dy, rdy):
+        del params, v, rcache
+        return {}, dy, rdy
 
     return Layer(f"dropout({rate:g})", init, forward, backward, spec("dropout", rate=rate),
-                 random=rate > 0, smooth=True, jvp=jvp, sq_norms=_no_params_sq_norms)
+                 random=rate > 0, smooth=True, jvp=_jvp_of(rforward), sq_norms=_no_params_sq_norms,
+                 rforward=rforward, rbackward=rbackward)
 
 
 def _no_params_sq_norms(params, cache, dy, coef):
@@ -418,6 +507,14 @@ def layer_norm(eps: float = 1e-5) -> Layer:
         dxhat = inv * (dxc - xhat * mean(xhat * dxc))
         dy = dgain * xhat + gain * dxhat + dbias
 
+    R-backward, per row (params move by v = (vgain, vbias), x by rx, dy by
+    rdy): with a = mean(xhat * rxc), rinv = -inv^2 a and rxhat = dxhat
+    above; writing dx = inv * u, rdx = rinv * u + inv * ru = inv * ru - a inv dx::
+
+        rg = rdy * gain + dy * vgain
+        ru = rg - mean(rg) - rxhat * mean(g * xhat) - xhat * mean(rg * xhat + g * rxhat)
+        rdgain = sum_rows (rdy * xhat + dy * rxhat)      rdbias = sum_rows rdy
+
     Params ``{"gain": [d], "bias": [d]}``, initialised to ones and zeros; the
     network's L2 penalty does not touch them.
 
@@ -451,12 +548,25 @@ def _layer_norm(eps: float) -> Layer:
                     - xhat * jnp.mean(g * xhat, axis=-1, keepdims=True))
         return {"gain": jnp.sum(dy * xhat, axis=0), "bias": jnp.sum(dy, axis=0)}, dx
 
-    def jvp(params, x, dparams, dx):
+    def rforward(params, x, v, rx):
         y, (xhat, inv) = forward(params, x)
-        dxc = dx - jnp.mean(dx, axis=-1, keepdims=True)
-        dxhat = inv * (dxc - xhat * jnp.mean(xhat * dxc, axis=-1, keepdims=True))
-        dy = dparams["gain"][None, :] * xhat + params["gain"][None, :] * dxhat + dparams["bias"][None, :]
-        return y, dy
+        rx = jnp.zeros_like(x) if rx is None else rx
+        rxc = rx - jnp.mean(rx, axis=-1, keepdims=True)
+        a = jnp.mean(xhat * rxc, axis=-1, keepdims=True)  # [n, 1]: R{inv} = -inv^2 a
+        rxhat = inv * (rxc - xhat * a)
+        ry = v["gain"][None, :] * xhat + params["gain"][None, :] * rxhat + v["bias"][None, :]
+        return y, ry, LayerNormRCache(xhat, inv, rxhat, a)
+
+    def rbackward(params, v, c, dy, rdy):
+        gain = params["gain"][None, :]
+        g, rg = dy * gain, rdy * gain + dy * v["gain"][None, :]
+        mgx = jnp.mean(g * c.xhat, axis=-1, keepdims=True)
+        dx = c.inv * (g - jnp.mean(g, axis=-1, keepdims=True) - c.xhat * mgx)
+        ru = (rg - jnp.mean(rg, axis=-1, keepdims=True) - c.rxhat * mgx
+              - c.xhat * jnp.mean(rg * c.xhat + g * c.rxhat, axis=-1, keepdims=True))
+        rdx = c.inv * ru - c.a * c.inv * dx
+        return ({"gain": jnp.sum(rdy * c.xhat + dy * c.rxhat, axis=0), "bias": jnp.sum(rdy, axis=0)},
+                dx, rdx)
 
     def sq_norms(params, cache, dy, coef):
         del params, coef  # no "W" leaf: L2 does not touch gain and bias
@@ -464,7 +574,14 @@ def _layer_norm(eps: float) -> Layer:
         return gain + jnp.sum(dy * dy, axis=1)
 
     return Layer("layer_norm", init, forward, backward, spec("layer_norm", eps=eps), smooth=True,
-                 jvp=jvp, sq_norms=sq_norms)
+                 jvp=_jvp_of(rforward), sq_norms=sq_norms, rforward=rforward, rbackward=rbackward)
+
+
+class LayerNormRCache(NamedTuple):
+    xhat: Array  # [n, d]
+    inv: Array  # [n, 1]
+    rxhat: Array  # [n, d]: the tangent of xhat
+    a: Array  # [n, 1]: mean(xhat * rxc); the tangent of inv is -inv^2 a
 
 
 # ------------------------------------------------------------------ composition
@@ -481,6 +598,9 @@ def check_layers(layers, where: str = "layers") -> tuple[Layer, ...]:
         for f in ("init", "forward", "backward"):
             if not callable(getattr(layer, f)):
                 raise InvalidType(f"{where}[{i}] ({layer.name}): {f} must be a function.")
+        if (layer.rforward is None) != (layer.rbackward is None):
+            raise InvalidType(f"{where}[{i}] ({layer.name}): rforward and rbackward come as a pair (the "
+                              "rcache of one is the input of the other); give both or neither.")
         try:
             hash(layer.spec)
             json.dumps(spec_to_json(layer.spec), allow_nan=False)
@@ -541,6 +661,46 @@ def chain_jvp(layers, params, x, dparams, dx):
     return x, dx
 
 
+def layer_rforward(layer: Layer, params, x, v, rx):
+    """``(y, ry, rcache)`` by ``layer.rforward`` or, without one, by ``jax.jvp`` of the layer's forward.
+
+    The fallback's rcache is ``(cache, its tangent)``, for ``layer_rbackward``'s
+    fallback: JAX's forward mode over the layer's own backward. Only the layers
+    without the pair are differentiated automatically.
+    """
+    if layer.rforward is not None:
+        return layer.rforward(params, x, v, rx)
+    rx = jnp.zeros_like(x) if rx is None else rx
+    (y, cache), (ry, rcache) = jax.jvp(lambda p, h: layer.forward(p, h), (params, x), (v, rx))
+    return y, ry, (cache, rcache)
+
+
+def layer_rbackward(layer: Layer, params, v, rcache, dy, rdy):
+    """``(rdparams, dx, rdx)`` by ``layer.rbackward`` or ``jax.jvp`` of its backward (see ``layer_rforward``)."""
+    if layer.rbackward is not None:
+        return layer.rbackward(params, v, rcache, dy, rdy)
+    cache, rc = rcache
+    (_, dx), (rg, rdx) = jax.jvp(lambda p, c, d: layer.backward(p, c, d), (params, cache, dy), (v, rc, rdy))
+    return rg, dx, rdx
+
+
+def chain_rforward(layers, params, x, v, rx):
+    """``(y, ry, rcaches)``: the R-forward pass through every layer, in order (deterministic)."""
+    rcaches = []
+    for layer, p, vp in zip(layers, params, v):
+        x, rx, c = layer_rforward(layer, p, x, vp, rx)
+        rcaches.append(c)
+    return x, rx, tuple(rcaches)
+
+
+def chain_rbackward(layers, params, v, rcaches, dy, rdy):
+    """``(rdparams per layer, dx, rdx)``: the R-backward pass from the last layer to the first."""
+    rgrads = [None] * len(layers)
+    for i in reversed(range(len(layers))):
+        rgrads[i], dy, rdy = layer_rbackward(layers[i], params[i], v[i], rcaches[i], dy, rdy)
+    return rgrads, dy, rdy
+
+
 def layer_sq_norms(layer: Layer, params, cache, dy, coef):
     """``[n]``: ``||dparams_i + coef * W||^2`` per row i, by ``layer.sq_norms`` or, without one,
     by the layer's backward vmapped over rows (which forms each row's gradient, one layer at a time)."""
@@ -588,6 +748,14 @@ def _residual(inner: tuple) -> Layer:
         h, dh = chain_jvp(inner, params, x, dparams, dx)
         return x + h, dx + dh
 
+    def rforward(params, x, v, rx):
+        h, rh, rcaches = chain_rforward(inner, params, x, v, rx)
+        return x + h, rh if rx is None else rx + rh, rcaches
+
+    def rbackward(params, v, rcaches, dy, rdy):
+        rgrads, dx, rdx = chain_rbackward(inner, params, v, rcaches, dy, rdy)
+        return rgrads, dy + dx, rdy + rdx  # the skip path passes dy and its tangent through
+
     def sq_norms(params, caches, dy, coef):
         return chain_sq_norms(inner, params, caches, dy, coef)[0]
 
@@ -595,14 +763,16 @@ def _residual(inner: tuple) -> Layer:
     desc = spec("residual", inner=tuple(layer.spec for layer in inner))
     # jvp always: chain_jvp's error names the inner layer that lacks a rule.
     return Layer(name, init, forward, backward, desc, random=any(layer.random for layer in inner),
-                 smooth=all(layer.smooth for layer in inner), jvp=jvp, sq_norms=sq_norms)
+                 smooth=all(layer.smooth for layer in inner), jvp=jvp, sq_norms=sq_norms,
+                 rforward=rforward, rbackward=rbackward)
 
 
 def residual(*inner: Layer) -> Layer:
     """A residual block ``y = x + inner(x)``, where ``inner`` is the layers in sequence.
 
     Backward: ``dx = dy + dx_inner`` (the skip path passes ``dy`` through);
-    forward mode: ``dy = dx + dh_inner``;
+    forward mode: ``dy = dx + dh_inner``; R-backward: ``rdx = rdy + rdx_inner``
+    (an inner layer without the R pair falls back to ``jax.jvp`` alone);
     the inner layers' gradients come from their own backwards. Params: the
     list of the inner layers' params. The inner layers must keep the width
     (checked when the network is built).

@@ -146,9 +146,24 @@ class Network(NamedTuple):
         so ``jax.jvp``, ``jacfwd``, ``hessian`` and (by JAX transposing the
         linear rule) ``jax.grad`` of it run on our rules.
       hvp: ``(params, x, y, v) -> H v``, the product of the Hessian of ``loss``
-        (data + L2) with ``v`` (a pytree like params): forward mode over the
-        hand-derived backward (the R-operator applied to backprop), never
-        forming H.
+        (data + L2, without dropout) with ``v`` (a pytree like params), derived
+        by hand: R{backprop} (Pearlmutter 1994), never forming H, never
+        differentiating code automatically. H v is the tangent of the gradient
+        when params move along v, so each line of backprop gets its product
+        rule (``r`` marks that tangent)::
+
+            R-forward   h_l, rh_l, rcache_l = layer_l.rforward(h_{l-1}, v_l, rh_{l-1}),  rh_0 = 0
+            output      rdz = H_z rz                   (Loss.hess; wrt="logits")
+                        rdz = R{out.vjp}(g, rz, H_y ry), g = dL/dy, ry = out.jvp(rz)   (wrt="output")
+            R-backward  rgrad_l, dh_{l-1}, rdh_{l-1} = layer_l.rbackward(v_l, rcache_l, dh_l, rdh_l)
+            L2          H v gains (lambda/n) v_W, the penalty's exact curvature
+
+        The layers' rules are derived in ``funcnn.layers`` beside their
+        forward and backward, with each activation's ``grad2``; the outputs'
+        ``rvjp`` in ``funcnn.activations``. An activation without ``grad2``
+        raises a TypeError naming it; a user's layer without ``rforward``/
+        ``rbackward`` is differentiated by ``jax.jvp`` of its own forward and
+        backward (that layer only).
       gnvp: ``(params, x, y, v) -> G v``, the generalised Gauss-Newton product
         ``J^T H_out J v + (lambda/n) v_W`` (Schraudolph 2002): for a loss with
         ``wrt="logits"`` (cross-entropy after softmax, logistic after
@@ -358,6 +373,17 @@ def _tangent_check(name, tangent, like):
                          f"got {_shapes(tangent)}.")
 
 
+def _rdlogits(out: OutputActivation, crit: Loss, z, yout, y, rz):
+    """R{dL/dz} [n, m]: the tangent of the loss's gradient in the logits when they move by ``rz``."""
+    hess = _need(crit, "hess", "net.hvp", "give Loss(..., hess=lambda z, y, t, d: H d)")
+    if crit.wrt == "logits":
+        return hess(z, yout, y, rz)
+    # dL/dz = out.vjp(z, y, g) with g = dL/dy: its tangent needs ry, H_y ry and the VJP's own tangent.
+    fix = "give OutputActivation(..., jvp=..., rvjp=...)"
+    ry = _need(out, "jvp", "net.hvp", fix)(z, yout, rz)
+    return _need(out, "rvjp", "net.hvp", fix)(z, yout, crit.grad(z, yout, y), rz, hess(z, yout, y, ry))
+
+
 def _curvature(layers, out, crit, fns, l2, check, run, total, grad):
     """The forward-mode and second-order functions of a network (see ``Network``'s attributes)."""
 
@@ -406,7 +432,11 @@ def _curvature(layers, out, crit, fns, l2, check, run, total, grad):
     def hvp(params, x, y, v):
         check(params, x, y)
         _tangent_check("v", v, params)
-        return jax.jvp(lambda p: grad(p, x, y), (params,), (v,))[1]
+        z, rz, rcaches = _layers.chain_rforward(layers, params, x, v, None)  # x has no tangent
+        yout = out.fn(z)
+        rgrads, _, _ = _layers.chain_rbackward(layers, params, v, rcaches, fns.dlogits(z, yout, y),
+                                               _rdlogits(out, crit, z, yout, y, rz))
+        return losses.add_l2_grad(rgrads, v, l2 / x.shape[0]) if l2 else rgrads  # R{(l2/n) W} = (l2/n) v_W
 
     def gnvp(params, x, y, v):
         check(params, x, y)

@@ -329,10 +329,13 @@ def bench_curvature(size, repeats):
         g = jax.vmap(lambda xi, yi: jax.grad(net.loss)(p, xi[None], yi[None]))(x, y)
         return jnp.sqrt(sum(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1) for a in jax.tree.leaves(g)))
     auto_norms = jax.jit(vmap_norms)
+    # Each pair is interleaved on its own: in one round-robin of all four, net.hvp ran right after
+    # vmap(grad) + norms, whose ~200 MiB of temporaries had flushed the caches, and jax.jvp(jax.grad)
+    # after net.hvp, warm; MNIST-sized hvp measured 0.6-0.9x that way, ~1.0x alternating with its peer.
     t = interleaved_times({"net.hvp": lambda: ours_hvp(params, x, y, v),
-                           "jax.jvp(jax.grad(net.loss))": lambda: auto_hvp(params, x, y, v),
-                           "net.per_example_grad_norms": lambda: ours_norms(params, x, y),
-                           "vmap(grad) + norms": lambda: auto_norms(params, x, y)}, repeats)
+                           "jax.jvp(jax.grad(net.loss))": lambda: auto_hvp(params, x, y, v)}, repeats)
+    t |= interleaved_times({"net.per_example_grad_norms": lambda: ours_norms(params, x, y),
+                            "vmap(grad) + norms": lambda: auto_norms(params, x, y)}, repeats)
     mem = {"net.per_example_grad_norms": _temp_mib(net.per_example_grad_norms, params, x, y),
            "vmap(grad) + norms": _temp_mib(vmap_norms, params, x, y),
            "net.hvp": _temp_mib(net.hvp, params, x, y, v),

@@ -10,6 +10,7 @@ suite fails. The kill rate is printed with every survivor named.
 
     python scripts/mutate.py                 # every mutant (about 10-30 min on 2 cores)
     python scripts/mutate.py --only 3 7      # some of them, by number
+    python scripts/mutate.py --match hvp:    # those whose description contains a text
     python scripts/mutate.py --list          # what they are
 
 Exit code 0 when every mutant is killed, 1 otherwise.
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Fast, relevant files first: pytest -x stops at the first failure.
 TESTS = ["tests/test_layers.py", "tests/test_activations.py", "tests/test_losses.py", "tests/test_network.py",
          "tests/test_gradcheck.py", "tests/test_custom_pieces.py", "tests/test_mlp.py", "tests/test_examples.py",
-         "tests/test_mlp_gradients.py", "tests/test_bit_identity.py"]
+         "tests/test_mlp_gradients.py", "tests/test_bit_identity.py", "tests/test_curvature.py"]
 
 
 class Mutant(NamedTuple):
@@ -38,6 +39,13 @@ class Mutant(NamedTuple):
     old: str  # must occur exactly once in the file
     new: str
     what: str
+    # A test file run before the others: the second-order mutants go to
+    # test_curvature.py first, since the first-order files cannot see them and
+    # -x stops at the first failure. The whole list still runs if it passes.
+    first: str | None = None
+
+
+CURV = "tests/test_curvature.py"
 
 
 MUTANTS = [
@@ -83,7 +91,7 @@ MUTANTS = [
            "dtargets=lambda z, y, t: (y - t) / _n(z), smooth=True,", "mse target gradient sign"),
     Mutant("funcnn/losses.py", "lambda path, g, p: g + coef * p if _is_weight(path) else g",
            "lambda path, g, p: g + coef * p", "L2 gradient on biases and gains too"),
-    Mutant("funcnn/losses.py", "return l2 / (2 * n) * sum(", "return l2 / n * sum(", "L2 penalty without the 1/2"),
+    Mutant("funcnn/losses.py", "l2 / (2 * n) * sum(", "l2 / n * sum(", "L2 penalty without the 1/2"),
     Mutant("funcnn/network.py", "grads = losses.add_l2_grad(grads, params, l2_scale * l2 / dz.shape[0])",
            "grads = losses.add_l2_grad(grads, params, l2 / dz.shape[0])", "custom_vjp: L2 term forgets g"),
     Mutant("funcnn/network.py", "dy = g * fns.dtargets(z, yout, y)", "dy = fns.dtargets(z, yout, y)",
@@ -111,6 +119,42 @@ MUTANTS = [
            "    scale = np.max(np.abs(a)) if a.size else 0.0", "checker: relative to the manual gradient"),
     Mutant("funcnn/gradcheck.py", "bool(max_rel <= tol)", "bool(max_rel <= tol or cosine > 0.999)",
            "checker: a high cosine passes a scaled gradient"),
+    # ---- the hand-derived second-order code (net.hvp's R{backprop}); "hvp:" selects them (--match hvp:)
+    Mutant("funcnn/activations.py", "lambda z, y: -2 * y * (1 - y * y), smooth=True",
+           "lambda z, y: 2 * y * (1 - y * y), smooth=True", "hvp: tanh'' sign flipped", CURV),
+    Mutant("funcnn/activations.py", "lambda z, y: y * (1 - y) * (1 - 2 * y),",
+           "lambda z, y: y * (1 - y) * (1 - y),", "hvp: sigmoid'' with (1 - y) for (1 - 2y)", CURV),
+    Mutant("funcnn/activations.py", "return 2 * q + z * (2 * q * (1 - 2 * s) * du",
+           "return q + z * (2 * q * (1 - 2 * s) * du", "hvp: gelu'' missing a factor 2", CURV),
+    Mutant("funcnn/activations.py", "lambda z, y: jnp.where(z > 0, 0.0, y + ELU_ALPHA)",
+           "lambda z, y: jnp.where(z > 0, 0.0, y)", "hvp: elu'' forgets alpha", CURV),
+    Mutant("funcnn/activations.py", "return s * (1 - s) * (2 + z * (1 - 2 * s))",
+           "return s * (1 - s) * (1 + z * (1 - 2 * s))", "hvp: swish'' with 1 for 2", CURV),
+    Mutant("funcnn/layers.py", "rdz = rdz + dy * act.grad2(c.z, c.y) * c.rz", "rdz = rdz",
+           "hvp: dense R-backward drops dy f''(z) rz", CURV),
+    Mutant("funcnn/layers.py", "rdWt = rdWt + mm(dz.T, c.rx)", "rdWt = rdWt",
+           "hvp: dense R-backward drops dz^T rx", CURV),
+    Mutant("funcnn/layers.py", 'mm(rdz, W.T) + mm(dz, v["W"].T)', "mm(rdz, W.T)",
+           "hvp: dense R-backward drops dz vW^T", CURV),
+    Mutant("funcnn/layers.py", "return {}, dy * f1, rdy * f1 + dy * act.grad2(x, y) * rx",
+           "return {}, dy * f1, rdy * f1", "hvp: activation layer R-backward drops dy f''(x) rx", CURV),
+    Mutant("funcnn/layers.py", "rdx = c.inv * ru - c.a * c.inv * dx", "rdx = c.inv * ru",
+           "hvp: layer norm R-backward drops the variance's tangent", CURV),
+    Mutant("funcnn/layers.py", "- c.xhat * jnp.mean(rg * c.xhat + g * c.rxhat, axis=-1, keepdims=True))",
+           "- c.xhat * jnp.mean(rg * c.xhat, axis=-1, keepdims=True))",
+           "hvp: layer norm R-backward drops g rxhat", CURV),
+    Mutant("funcnn/layers.py", 'jnp.sum(rdy * c.xhat + dy * c.rxhat, axis=0)', "jnp.sum(rdy * c.xhat, axis=0)",
+           "hvp: layer norm R{dgain} drops dy rxhat", CURV),
+    Mutant("funcnn/layers.py", "return rgrads, dy + dx, rdy + rdx", "return rgrads, dy + dx, rdx",
+           "hvp: residual R-backward drops the skip path's tangent", CURV),
+    Mutant("funcnn/losses.py", "return y * (d - jnp.sum(y * d, axis=-1, keepdims=True)) * jnp.sum(",
+           "return y * d * jnp.sum(", "hvp: softmax cross-entropy R-rule drops -p p^T", CURV),
+    Mutant("funcnn/activations.py", "+ y * (rdy - jnp.sum(rdy * y + dy * ry, axis=-1, keepdims=True)))",
+           "+ y * (rdy - jnp.sum(rdy * y, axis=-1, keepdims=True)))", "hvp: softmax rvjp drops <dy, ry>", CURV),
+    Mutant("funcnn/activations.py", "return rdy * s1 + dy * (1 - 2 * y) * s1 * rz", "return rdy * s1",
+           "hvp: sigmoid rvjp drops the second-order term", CURV),
+    Mutant("funcnn/network.py", "return losses.add_l2_grad(rgrads, v, l2 / x.shape[0]) if l2 else rgrads",
+           "return rgrads", "hvp: L2's curvature dropped", CURV),
 ]
 
 
@@ -129,8 +173,9 @@ def run(mutant: Mutant, timeout: float) -> tuple[bool, float, str]:
         path.write_text(text.replace(mutant.old, mutant.new))
         env = dict(os.environ, PYTHONPATH=str(tmp), PYTHONDONTWRITEBYTECODE="1")
         t0 = time.perf_counter()
+        tests = TESTS if mutant.first is None else [mutant.first] + [t for t in TESTS if t != mutant.first]
         try:
-            proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
+            proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
                                   cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return False, time.perf_counter() - t0, "timed out (counted as survived)"
@@ -145,10 +190,13 @@ def run(mutant: Mutant, timeout: float) -> tuple[bool, float, str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", type=int, nargs="*", help="mutant numbers to run (default: all)")
+    ap.add_argument("--match", default=None, help="only the mutants whose description contains this (e.g. hvp:)")
     ap.add_argument("--list", action="store_true", help="list the mutants and exit")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per mutant")
     args = ap.parse_args(argv)
     chosen = list(enumerate(MUTANTS)) if not args.only else [(i, MUTANTS[i]) for i in args.only]
+    if args.match is not None:
+        chosen = [(i, m) for i, m in chosen if args.match in m.what]
     if args.list:
         for i, m in chosen:
             print(f"{i:>3}  {m.file:<22} {m.what}")

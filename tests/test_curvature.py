@@ -9,9 +9,13 @@ float64 < 1e-10, float32 < 1e-4.
 One network covers every built-in activation (one dense layer each), a
 layer norm and a residual block. It is checked for every (output, loss) pair
 at batch 5 with L2 in float64, at batch 1 without L2 (softmax +
-cross-entropy) in float64, and once in float32 (softmax + mse, batch 5, L2).
-Each case is one jitted program (one compile, ~1-2 s on one core): the case
-list is chosen to keep the file near 30 s.
+cross-entropy) in float64, at width 1 (no layer norm: over one feature it is
+constant) and batch 3 without L2 (sigmoid + mse) in float64, and once in
+float32 (softmax + mse, batch 5, L2). Each case is one jitted program (one
+compile, ~1-2 s on an idle core): the case list is chosen to keep the file
+near 30 s on an idle machine. ``net.hvp`` is hand-derived (R{backprop}), so
+its references here never run funcnn's backward: ``jax.jvp(jax.grad(plain
+loss))`` and, in one case, the formed Hessian.
 """
 import jax
 import jax.numpy as jnp
@@ -26,13 +30,19 @@ from funcnn import layers as L
 
 TOL = {"float64": 1e-10, "float32": 1e-4}
 D, W, M = 3, 3, 2  # input, hidden and output widths
-CASES = ([("float64", o, lo, 5, 0.3) for o, lo in PAIRS] + [("float64", "softmax", "cross_entropy", 1, 0.0),
-                                                            ("float32", "softmax", "mse", 5, 0.3)])
+# (dtype, output, loss, batch, l2, hidden width)
+# softmax + mse first: it runs the most rules (every activation, layer norm, residual, softmax's rvjp,
+# L2), so most wrong rules fail after the first compile (scripts/mutate.py's second-order mutants).
+CASES = ([("float64", o, lo, 5, 0.3, W) for o, lo in sorted(PAIRS, key=lambda p: p != ("softmax", "mse"))] + [("float64", "softmax", "cross_entropy", 1, 0.0, W),
+                                                               ("float64", "sigmoid", "mse", 3, 0.0, 1),
+                                                               ("float32", "softmax", "mse", 5, 0.3, W)])
 
 
-def make_net(output, loss, l2):
-    body = [L.dense(W, a) for a in HIDDEN_NAMES]
-    return funcnn.network(body + [L.layer_norm(), L.residual(L.dense(W, "tanh")), L.dense(M)], input_size=D,
+def make_net(output, loss, l2, width=W):
+    body = [L.dense(width, a) for a in HIDDEN_NAMES] + ([L.layer_norm()] if width > 1 else [])
+    # The residual's tanh is an activation layer after a linear dense: the same maths as dense(width,
+    # "tanh"), so the activation layer's own rules are checked too.
+    return funcnn.network(body + [L.residual(L.dense(width), L.activation("tanh")), L.dense(M)], input_size=D,
                           output=output, loss=loss, l2=l2)
 
 
@@ -41,10 +51,12 @@ def plain_logits(params, x):
     k = len(HIDDEN_NAMES)
     for p, a in zip(params[:k], HIDDEN_NAMES):
         h = REF_ACT[a](h @ p["W"] + p["b"][None, :])
-    ln = params[k]
-    c = h - jnp.mean(h, axis=1, keepdims=True)
-    h = c / jnp.sqrt(jnp.mean(c * c, axis=1, keepdims=True) + 1e-5) * ln["gain"][None, :] + ln["bias"][None, :]
-    r = params[k + 1][0]
+    if "gain" in params[k]:  # the layer norm (absent at width 1)
+        ln = params[k]
+        c = h - jnp.mean(h, axis=1, keepdims=True)
+        h = c / jnp.sqrt(jnp.mean(c * c, axis=1, keepdims=True) + 1e-5) * ln["gain"][None, :] + ln["bias"][None, :]
+        k += 1
+    r = params[k][0]
     h = h + REF_ACT["tanh"](h @ r["W"] + r["b"][None, :])
     return h @ params[-1]["W"] + params[-1]["b"][None, :]
 
@@ -64,8 +76,8 @@ def plain_loss(params, x, y, output, loss, l2):
     return data + l2 / (2 * n) * sum(jnp.sum(w ** 2) for w in losses.weights(params))
 
 
-def problem(output, loss, n, dtype, seed=0):
-    net = make_net(output, loss, 0.0)
+def problem(output, loss, n, dtype, seed=0, width=W):
+    net = make_net(output, loss, 0.0, width)
     k = jax.random.split(jax.random.key(seed), 6)
     params = net.init(k[0], dtype=dtype)
     # Random biases and gains, so no layer sits at a special point.
@@ -111,55 +123,57 @@ def explicit_gauss_newton(params, x, y, output, loss, l2):
     return J.T @ H @ J + l2 / n * jnp.diag(weight_mask(params))
 
 
-@pytest.fixture(scope="module")
-def results():
-    """Every case's products and references, each case one jitted program."""
-    out = {}
-    for dt, output, loss, n, l2 in CASES:
-        dtype = jnp.dtype(dt)
-        net = make_net(output, loss, l2)
-        params, x, y, v, dx = problem(output, loss, n, dtype)
-        dy = None if loss == "cross_entropy" else jax.random.normal(jax.random.key(9), y.shape, dtype)
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: "-".join(map(str, c)))
+def case(request):
+    """One case's products and references, as one jitted program: (case, results, eigenvalues of G).
 
-        def pl(p, x, y, output=output, loss=loss, l2=l2):
-            return plain_loss(p, x, y, output, loss, l2)
+    One case at a time (pytest runs every test of a case before compiling the
+    next), so a wrong rule fails after one compile, not after all of them.
+    """
+    dt, output, loss, n, l2, width = request.param
+    dtype = jnp.dtype(dt)
+    net = make_net(output, loss, l2, width)
+    params, x, y, v, dx = problem(output, loss, n, dtype, width=width)
+    dy = None if loss == "cross_entropy" else jax.random.normal(jax.random.key(9), y.shape, dtype)
 
-        full_hessian = (dt, output, loss, n) == ("float64", "softmax", "cross_entropy", 5)
+    def pl(p, x, y, output=output, loss=loss, l2=l2):
+        return plain_loss(p, x, y, output, loss, l2)
 
-        @jax.jit
-        def run(params, x, y, v, dx, dy, net=net, pl=pl, output=output, loss=loss, l2=l2, full_hessian=full_hessian):
-            r = {}
-            r["jvp"] = (net.jvp(params, x, v, dx),
-                        jax.jvp(lambda p, xx: ref_output(output, plain_logits(p, xx)), (params, x), (v, dx)))
-            tang = (v, dx) if dy is None else (v, dx, dy)
-            prim = (params, x) if dy is None else (params, x, y)
-            if dy is None:
-                ours = jax.jvp(lambda p, xx: net.loss_manual_jvp(p, xx, y), prim, tang)
-                ref = jax.jvp(lambda p, xx: pl(p, xx, y), prim, tang)
-            else:
-                ours = jax.jvp(net.loss_manual_jvp, prim, tang)
-                ref = jax.jvp(pl, prim, tang)
-            r["loss_manual_jvp"] = (ours, ref)
-            r["grad(loss_manual_jvp)"] = (jax.grad(net.loss_manual_jvp)(params, x, y), net.grad(params, x, y))
-            ref_hv = jax.jvp(jax.grad(lambda p: pl(p, x, y)), (params,), (v,))[1]
-            r["hvp"] = (net.hvp(params, x, y, v), ref_hv)
-            r["hessian(loss_manual_jvp)"] = (
-                jax.jvp(jax.grad(lambda p: net.loss_manual_jvp(p, x, y)), (params,), (v,))[1], ref_hv)
-            if full_hessian:  # the [P, P] Hessian is the costliest reference: formed in one case
-                flat, unravel = ravel_pytree(params)
-                Hfull = jax.hessian(lambda th: pl(unravel(th), x, y))(flat)
-                r["hvp vs hessian"] = (ravel_pytree(net.hvp(params, x, y, v))[0], Hfull @ ravel_pytree(v)[0])
-            G = explicit_gauss_newton(params, x, y, output, loss, l2)
-            r["gnvp"] = (ravel_pytree(net.gnvp(params, x, y, v))[0], G @ ravel_pytree(v)[0])
-            pe_ref = jax.vmap(lambda xi, yi: jax.grad(pl)(params, xi[None], yi[None]))(x, y)
-            r["per_example_grads"] = (net.per_example_grads(params, x, y), pe_ref)
-            ref_norms = jnp.sqrt(sum(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)
-                                     for a in jax.tree.leaves(pe_ref)))
-            r["per_example_grad_norms"] = (net.per_example_grad_norms(params, x, y), ref_norms)
-            return r, jnp.linalg.eigvalsh(G)
+    full_hessian = (dt, output, loss, n, width) == ("float64", "softmax", "cross_entropy", 5, W)
 
-        out[(dt, output, loss, n, l2)] = jax.device_get(run(params, x, y, v, dx, dy))
-    return out
+    @jax.jit
+    def run(params, x, y, v, dx, dy, net=net, pl=pl, output=output, loss=loss, l2=l2, full_hessian=full_hessian):
+        r = {}
+        r["jvp"] = (net.jvp(params, x, v, dx),
+                    jax.jvp(lambda p, xx: ref_output(output, plain_logits(p, xx)), (params, x), (v, dx)))
+        tang = (v, dx) if dy is None else (v, dx, dy)
+        prim = (params, x) if dy is None else (params, x, y)
+        if dy is None:
+            ours = jax.jvp(lambda p, xx: net.loss_manual_jvp(p, xx, y), prim, tang)
+            ref = jax.jvp(lambda p, xx: pl(p, xx, y), prim, tang)
+        else:
+            ours = jax.jvp(net.loss_manual_jvp, prim, tang)
+            ref = jax.jvp(pl, prim, tang)
+        r["loss_manual_jvp"] = (ours, ref)
+        r["grad(loss_manual_jvp)"] = (jax.grad(net.loss_manual_jvp)(params, x, y), net.grad(params, x, y))
+        ref_hv = jax.jvp(jax.grad(lambda p: pl(p, x, y)), (params,), (v,))[1]
+        r["hvp"] = (net.hvp(params, x, y, v), ref_hv)
+        r["hessian(loss_manual_jvp)"] = (
+            jax.jvp(jax.grad(lambda p: net.loss_manual_jvp(p, x, y)), (params,), (v,))[1], ref_hv)
+        if full_hessian:  # the [P, P] Hessian is the costliest reference: formed in one case
+            flat, unravel = ravel_pytree(params)
+            Hfull = jax.hessian(lambda th: pl(unravel(th), x, y))(flat)
+            r["hvp vs hessian"] = (ravel_pytree(net.hvp(params, x, y, v))[0], Hfull @ ravel_pytree(v)[0])
+        G = explicit_gauss_newton(params, x, y, output, loss, l2)
+        r["gnvp"] = (ravel_pytree(net.gnvp(params, x, y, v))[0], G @ ravel_pytree(v)[0])
+        pe_ref = jax.vmap(lambda xi, yi: jax.grad(pl)(params, xi[None], yi[None]))(x, y)
+        r["per_example_grads"] = (net.per_example_grads(params, x, y), pe_ref)
+        ref_norms = jnp.sqrt(sum(jnp.sum(a.reshape(a.shape[0], -1) ** 2, axis=1)
+                                 for a in jax.tree.leaves(pe_ref)))
+        r["per_example_grad_norms"] = (net.per_example_grad_norms(params, x, y), ref_norms)
+        return r, jnp.linalg.eigvalsh(G)
+
+    return request.param, jax.device_get(run(params, x, y, v, dx, dy))
 
 
 PRODUCTS = ("jvp", "loss_manual_jvp", "grad(loss_manual_jvp)", "hvp", "hessian(loss_manual_jvp)",
@@ -167,25 +181,27 @@ PRODUCTS = ("jvp", "loss_manual_jvp", "grad(loss_manual_jvp)", "hvp", "hessian(l
 
 
 @pytest.mark.parametrize("product", PRODUCTS)
-def test_product_matches_reference(results, product):
-    """Each product equals its independent reference in every case (the worst error is recorded)."""
-    bad, checked = [], 0
-    for case, (r, _) in results.items():
-        if product not in r:
-            continue
-        checked += 1
-        ours, ref = r[product]
-        err = normwise_rel_err(ours, ref)
-        record(f"curvature {product}", case[0], err)
-        if not err < TOL[case[0]]:
-            bad.append((case, err))
-    assert checked and not bad, f"{product}: {bad}"
+def test_product_matches_reference(case, product):
+    """Each product equals its independent reference in this case (the worst error is recorded)."""
+    key, (r, _) = case
+    if product not in r:  # "hvp vs hessian": the [P, P] Hessian is formed in one case only
+        assert product == "hvp vs hessian"
+        return
+    ours, ref = r[product]
+    err = normwise_rel_err(ours, ref)
+    record(f"curvature {product}", key[0], err)
+    assert err < TOL[key[0]], f"{product} in case {key}: {err:.2e}"
 
 
-def test_gauss_newton_is_positive_semidefinite(results):
-    """The explicitly formed G's eigenvalues, and v^T (net.gnvp v) on random v, are >= -tolerance."""
-    for case, (_, eig) in results.items():
-        assert eig.min() >= -TOL[case[0]] * max(1.0, abs(eig).max()), case
+def test_gauss_newton_is_positive_semidefinite(case):
+    """The explicitly formed G's eigenvalues are >= -tolerance in this case."""
+    key, (_, eig) = case
+    assert eig.min() >= -TOL[key[0]] * max(1.0, abs(eig).max()), key
+
+
+def test_gauss_newton_quadratic_form_is_nonnegative():
+    """v^T (net.gnvp v) >= -tolerance on random v, for every (output, loss) pair."""
+    assert sum(c[:5] == ("float64", "softmax", "cross_entropy", 5, 0.3) for c in CASES) == 1  # the full Hessian
     for output, loss in PAIRS:
         net = make_net(output, loss, 0.0)
         params, x, y, _, _ = problem(output, loss, 5, jnp.float64, seed=3)
@@ -236,7 +252,7 @@ def test_user_layer_without_jvp_gets_a_clear_error_and_norms_fall_back():
     pe = net.per_example_grads(params, x, y)
     ref = jnp.sqrt(sum(jnp.sum(a.reshape(4, -1) ** 2, axis=1) for a in jax.tree.leaves(pe)))
     assert normwise_rel_err(net.per_example_grad_norms(params, x, y), ref) < 1e-12
-    assert normwise_rel_err(net.hvp(params, x, y, params),  # hvp needs no jvp rule
+    assert normwise_rel_err(net.hvp(params, x, y, params),  # the documented fallback: jax.jvp over scale alone
                             jax.jvp(jax.grad(lambda p: net.loss(p, x, y)), (params,), (params,))[1]) < 1e-10
 
 
@@ -286,17 +302,78 @@ def test_check_jvp_passes_built_ins_and_catches_a_wrong_rule():
     assert failed == {"x"}, str(rep)
 
 
-def test_check_hvp_catches_a_backward_with_right_values_but_wrong_derivatives():
-    """tanh' written as 1 - stop_gradient(y)^2: first order is exact, the Hessian is not; check_hvp says so."""
+def test_check_hvp_catches_a_wrong_grad2_that_first_order_checks_cannot_see():
+    """tanh'' with its sign flipped: the gradient is exact, net.hvp is not; check_hvp names the layer."""
     tanh = activations.HIDDEN["tanh"]
-    frozen = tanh._replace(name="frozen_tanh", grad=lambda z, y: 1 - jax.lax.stop_gradient(y) ** 2)
+    flipped = tanh._replace(name="flipped_tanh", grad2=lambda z, y: 2 * y * (1 - y * y))
     x = jax.random.normal(jax.random.key(0), (5, 3), jnp.float64)
     y = jnp.array([0, 1, 1, 0, 1])
-    for act, ok in ((tanh, True), (frozen, False)):
+    for act, ok in ((tanh, True), (flipped, False)):
         net = funcnn.network([L.dense(4, act), L.dense(2)], input_size=3, l2=0.1)
         params = net.init(jax.random.key(2), dtype=jnp.float64)
         assert funcnn.gradcheck(net, params, x, y).passed  # first order cannot tell them apart
         rep = funcnn.gradcheck.check_hvp(net, params, x, y)
         assert rep.passed is ok, str(rep)
         if not ok:
-            assert "frozen_tanh" in " ".join(rep.failed_pieces)
+            assert {p for p in rep.failed_pieces} == {"dense(4, flipped_tanh)"}, str(rep)
+
+
+def test_check_hvp_catches_a_wrong_per_layer_R_rule():
+    """A layer norm whose R-backward drops the variance's tangent (rinv): the leaves below it fail."""
+    ln = L.layer_norm()
+
+    def wrong(params, v, c, dy, rdy):
+        rg, dx, rdx = ln.rbackward(params, v, c, dy, rdy)
+        return rg, dx, rdx + c.a * c.inv * dx  # undoes the "- a inv dx" term
+    bad = ln._replace(name="bad_norm", rbackward=wrong)
+    x = jax.random.normal(jax.random.key(0), (5, 3), jnp.float64)
+    y = jnp.array([0, 1, 1, 0, 1])
+    net = funcnn.network([L.dense(4, "tanh"), bad, L.dense(2)], input_size=3)
+    params = net.init(jax.random.key(2), dtype=jnp.float64)
+    rep = funcnn.gradcheck.check_hvp(net, params, x, y)
+    assert not rep.passed and set(rep.failed_pieces) == {"dense(4, tanh)"}, str(rep)
+
+
+def test_built_in_networks_run_no_autodiff_in_hvp(monkeypatch):
+    """Every built-in piece carries its second-order rule, so net.hvp never reaches JAX's autodiff."""
+    for a in activations.HIDDEN.values():
+        assert a.grad2 is not None, a.name
+    for o in activations.OUTPUT.values():
+        assert o.jvp is not None and o.rvjp is not None, o.name
+    for lo in losses.LOSSES.values():
+        assert lo.hess is not None, lo.name
+    cases = [(make_net(o, lo, 0.3), problem(o, lo, 2, jnp.float64)[:4]) for o, lo in PAIRS]
+    extra = funcnn.network([L.dense(3, "relu", dropout=0.5), L.dropout(0.5), L.activation("gelu"),
+                            L.residual(L.layer_norm(), L.dense(3, "elu")), L.dense(M)], input_size=D)
+    p = extra.init(jax.random.key(0), dtype=jnp.float64)
+    cases.append((extra, (p, jnp.ones((2, D)), jnp.array([0, 1]), p)))
+
+    def no_autodiff(*args, **kwargs):
+        raise AssertionError("net.hvp called JAX's autodiff")
+    for name in ("jvp", "vjp", "linearize", "grad"):
+        monkeypatch.setattr(jax, name, no_autodiff)
+    for net, (params, x, y, v) in cases:
+        for layer in net.layers:
+            assert layer.rforward is not None and layer.rbackward is not None, layer.name
+        jax.eval_shape(net.hvp, params, x, y, v)  # traces the whole product
+
+
+def test_missing_second_order_pieces_are_named():
+    """A user activation without grad2, or output without rvjp, stops net.hvp with its name; the rest works."""
+    softsign = activations.Activation("softsign", lambda z: z / (1 + jnp.abs(z)),
+                                      lambda z, y: (1 - jnp.abs(y)) ** 2)
+    net = funcnn.network([L.dense(3, softsign), L.dense(2)], input_size=D)
+    params = net.init(jax.random.key(0), dtype=jnp.float64)
+    x, y = jnp.ones((2, D)), jnp.array([0, 1])
+    with pytest.raises(TypeError, match="'softsign' has no grad2: net.hvp"):
+        net.hvp(params, x, y, params)
+    net.gnvp(params, x, y, params)  # first derivatives only: works
+    net.jvp(params, x, params)
+    my_sigmoid = activations.OUTPUT["sigmoid"]._replace(name="my_sigmoid", rvjp=None)
+    net2 = funcnn.network([L.dense(2)], input_size=D, output=my_sigmoid, loss="mse")
+    p2 = net2.init(jax.random.key(0), dtype=jnp.float64)
+    with pytest.raises(TypeError, match="'my_sigmoid' has no rvjp"):
+        net2.hvp(p2, x, jnp.zeros((2, 2)), p2)
+    lone = L.layer_norm()._replace(name="half", rbackward=None)
+    with pytest.raises(TypeError, match="rforward and rbackward come as a pair"):
+        funcnn.network([lone, L.dense(2)], input_size=D)
