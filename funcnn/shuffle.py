@@ -98,8 +98,9 @@ def padded_permutation(key, n, size: int) -> jax.Array:
     size = int(size)
     if not 0 <= size <= MAX_N:
         raise InvalidArgument(f"size must be in [0, {MAX_N}]; got {size}.")
+    n = jnp.asarray(n, jnp.int32)
     v = _feistel(key, _domain_bits(size), ROUNDS)
-    keep = v < n
+    keep = v < n.astype(v.dtype)  # v is uint32; n >= 0
     slot = jnp.where(keep, jnp.cumsum(keep, dtype=jnp.int32) - 1, size)  # size: out of bounds, dropped
     head = jnp.zeros((size,), jnp.int32).at[slot].set(v.astype(jnp.int32), mode="drop")
     i = jnp.arange(size, dtype=jnp.int32)

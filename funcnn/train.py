@@ -363,9 +363,9 @@ def make_padded_epoch(net, opt: GradientTransformation, *, batch_size: int, grad
             return s, loss.astype(dtype)
 
         def scan_step(s, i):
-            w = (i * B + jnp.arange(B) < n).astype(dtype)  # [B]: 1 on data rows, 0 on padding
+            w = (i * B + jnp.arange(B, dtype=jnp.int32) < n).astype(dtype)  # [B]: 1 on data rows, 0 on padding
             return jax.lax.cond(w[0] > 0, run, lambda s, rows, w: (s, jnp.zeros((), dtype)), s, idx[i], w)
-        return jax.lax.scan(scan_step, state, jnp.arange(S))
+        return jax.lax.scan(scan_step, state, jnp.arange(S, dtype=jnp.int32))
 
     return jax.jit(epoch)
 

@@ -552,7 +552,7 @@ def test_augment_shifts_moves_pixels_with_zero_fill():
 def test_split_permutations_are_the_eager_draws():
     """The one compiled program of a split draws exactly what the eager split and permutations drew
     (splits of existing runs, which resume and evaluate re-create, must not change)."""
-    from funcnn.data import _permutations
+    from funcnn.data.loaders import _permutations
 
     key = jax.random.key(3)
     k_perm, k_ties = jax.random.split(key)
