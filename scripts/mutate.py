@@ -171,7 +171,9 @@ def run(mutant: Mutant, timeout: float) -> tuple[bool, float, str]:
             raise SystemExit(f"mutant {mutant.what!r}: {mutant.old!r} occurs {text.count(mutant.old)} times in "
                              f"{mutant.file}; fix the mutant list.")
         path.write_text(text.replace(mutant.old, mutant.new))
-        env = dict(os.environ, PYTHONPATH=str(tmp), PYTHONDONTWRITEBYTECODE="1")
+        # The copy has no git history: test_bit_identity takes funcnn 0.1 from this checkout's
+        # (without it that test skips, and a mutant only it can see survives unseen).
+        env = dict(os.environ, PYTHONPATH=str(tmp), PYTHONDONTWRITEBYTECODE="1", FUNCNN_HISTORY=str(ROOT))
         t0 = time.perf_counter()
         tests = TESTS if mutant.first is None else [mutant.first] + [t for t in TESTS if t != mutant.first]
         try:
