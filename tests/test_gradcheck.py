@@ -251,3 +251,19 @@ def test_kinked_entries_are_excluded_from_finite_differences_and_counted(relu_pr
 def test_bad_dtype_raises(tanh_problem, dtype):
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
         funcnn.gradcheck(*tanh_problem, dtype=dtype)
+
+
+def test_the_three_references_are_computed_independently():
+    # Forward mode, reverse mode and finite differences agree to rounding on a
+    # right gradient, so a checker that copied one into another would still
+    # pass every other test. In float32 they round differently: if the forward
+    # column were reverse mode again, every leaf's error would be identical.
+    x, y = funcnn.data.load_digits()
+    net = funcnn.mlp([64, 16, 10], hidden="tanh")
+    params = net.init(jax.random.key(0))
+    rep = funcnn.gradcheck(net, params, x[:33], y[:33], max_entries=None)
+    err = {(r.path, r.reference): r.max_abs for r in rep.rows}
+    leaves = sorted({p for p, _ in err})
+    assert len(leaves) == 4 and rep.passed
+    assert any(err[(p, "forward")] != err[(p, "reverse")] for p in leaves), err
+    assert any(err[(p, "finite_diff")] != err[(p, "reverse")] for p in leaves), err
