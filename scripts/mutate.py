@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Fast, relevant files first: pytest -x stops at the first failure.
 TESTS = ["tests/test_layers.py", "tests/test_activations.py", "tests/test_losses.py", "tests/test_network.py",
          "tests/test_gradcheck.py", "tests/test_custom_pieces.py", "tests/test_mlp.py", "tests/test_examples.py",
-         "tests/test_mlp_gradients.py", "tests/test_bit_identity.py", "tests/test_curvature.py"]
+         "tests/test_mlp_gradients.py", "tests/test_bit_identity.py", "tests/test_curvature.py",
+         "tests/test_initializers.py"]
 
 
 class Mutant(NamedTuple):
