@@ -313,6 +313,27 @@ def _temp_mib(f, *args):
     return None if m is None else m.temp_size_in_bytes / 2**20
 
 
+def _per_call(timer, candidates, repeats, *, sample_seconds=0.02):
+    """Seconds per call, each timed sample ``k`` calls in a row (about ``sample_seconds``).
+
+    A digits-sized hvp takes about 1 ms: timed one call at a time, scheduler
+    jitter moved its ratio by +-15% from run to run (0.81-1.14x in three runs);
+    samples of 20 ms agree within a few percent. ``k`` is set by the slower
+    candidate of the pair, from one timed call after the warm-up.
+    """
+    one = max(median_time(fn, 3) for fn in candidates.values())
+    k = max(1, round(sample_seconds / one))
+
+    def calls(fn):
+        def run():
+            for _ in range(k - 1):
+                fn()
+            return fn()  # the timer blocks on the last; the others were dispatched without waiting, as steps are
+        return run
+
+    return {name: sec / k for name, sec in timer({n: calls(fn) for n, fn in candidates.items()}, repeats).items()}
+
+
 def bench_curvature(size, repeats):
     """Ratios of net.hvp and net.per_example_grad_norms against autodiff, and their compiled memory."""
     cfg = SIZES[size]
@@ -332,10 +353,10 @@ def bench_curvature(size, repeats):
     # Each pair is interleaved on its own: in one round-robin of all four, net.hvp ran right after
     # vmap(grad) + norms, whose ~200 MiB of temporaries had flushed the caches, and jax.jvp(jax.grad)
     # after net.hvp, warm; MNIST-sized hvp measured 0.6-0.9x that way, ~1.0x alternating with its peer.
-    t = interleaved_times({"net.hvp": lambda: ours_hvp(params, x, y, v),
-                           "jax.jvp(jax.grad(net.loss))": lambda: auto_hvp(params, x, y, v)}, repeats)
-    t |= interleaved_times({"net.per_example_grad_norms": lambda: ours_norms(params, x, y),
-                            "vmap(grad) + norms": lambda: auto_norms(params, x, y)}, repeats)
+    t = _per_call(interleaved_times, {"net.hvp": lambda: ours_hvp(params, x, y, v),
+                                      "jax.jvp(jax.grad(net.loss))": lambda: auto_hvp(params, x, y, v)}, repeats)
+    t |= _per_call(interleaved_times, {"net.per_example_grad_norms": lambda: ours_norms(params, x, y),
+                                       "vmap(grad) + norms": lambda: auto_norms(params, x, y)}, repeats)
     mem = {"net.per_example_grad_norms": _temp_mib(net.per_example_grad_norms, params, x, y),
            "vmap(grad) + norms": _temp_mib(vmap_norms, params, x, y),
            "net.hvp": _temp_mib(net.hvp, params, x, y, v),
