@@ -1,9 +1,10 @@
-"""Strict numerics for every test, as in equinox's conftest.
+"""Strict numerics for every test, as in equinox's conftest, and one compilation cache for the suite.
 
 * float64 is enabled so gradient references can be taken in double precision;
   every test that wants float32 says so explicitly.
 * Rank promotion raises: a silent ``[batch] + [batch, 1] -> [batch, batch]``
   broadcast is a bug, never a convenience.
+* Compiled programs are kept in ``.jax_test_cache/`` (see below).
 """
 import os
 
