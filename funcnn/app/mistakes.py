@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from funcnn import metrics
 from funcnn.app import config as cfglib
 from funcnn.app import experiment, imagemodel
 from funcnn.errors import InvalidArgument
@@ -35,15 +37,13 @@ class Mistakes(NamedTuple):
 
 def find(net, params, x, y) -> Mistakes:
     """The mistakes of ``net`` on ``x [n, d]`` (preprocessed as trained) with integer labels ``y [n]``."""
-    # One compiled program (an eager apply compiles every primitive on its own); the
-    # counting is NumPy work on the host, as metrics.confusion_matrix lays it out.
+    # Jitted: an eager apply compiles every primitive on its own.
     p = np.asarray(jax.jit(net.apply)(params, x), np.float64)  # [n, classes]
     y = np.asarray(y).astype(np.int64)
     pred = p.argmax(axis=1)
     wrong = np.flatnonzero(pred != y)
     order = wrong[np.argsort(-p[wrong, pred[wrong]], kind="stable")]
-    cm = np.zeros((net.output_size, net.output_size), np.int32)  # rows true, columns predicted
-    np.add.at(cm, (y, pred), 1)
+    cm = np.asarray(metrics.confusion_matrix(jnp.asarray(y), jnp.asarray(pred), net.output_size))
     return Mistakes(order, y[order], pred[order], p[order, pred[order]], p[order, y[order]], cm, int(y.shape[0]))
 
 
