@@ -24,15 +24,14 @@ os.environ["FUNCNN_NO_COMPILE_CACHE"] = "1"
 # `rm -r .jax_test_cache` empties it (it is not bounded: JAX bounds it only with filelock).
 _cache = os.environ.get("FUNCNN_TEST_JAX_CACHE") or os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), ".jax_test_cache")
-_CACHE_ENV = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
-              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES")
+_CACHE_ENV = {"JAX_COMPILATION_CACHE_DIR": _cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}  # every program is kept, however small
 if _cache == "off":  # nor for the subprocesses, whatever a parent process set
     for _name in _CACHE_ENV:
         os.environ.pop(_name, None)
 else:
     os.makedirs(_cache, mode=0o700, exist_ok=True)
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    os.environ.update(_CACHE_ENV)
 
 import jax  # noqa: E402  (after the variables above: JAX reads them at import)
 
