@@ -159,8 +159,12 @@ MUTANTS = [
 ]
 
 
-def run(mutant: Mutant, timeout: float) -> tuple[bool, float, str]:
-    """(killed, seconds, the first failing test or the reason)."""
+def run(mutant: Mutant, timeout: float, cache: str) -> tuple[bool, float, str]:
+    """(killed, seconds, the first failing test or the reason).
+
+    ``cache``: the suite's compilation cache (tests/conftest.py), shared by every mutant: the
+    programs a mutation leaves unchanged load from it, and a changed one is new HLO, compiled anew.
+    """
     with tempfile.TemporaryDirectory(prefix="funcnn-mutant-") as tmp:
         tmp = Path(tmp)
         for name in ("funcnn", "tests", "README.md", "pyproject.toml", "configs", "scripts"):
@@ -174,7 +178,8 @@ def run(mutant: Mutant, timeout: float) -> tuple[bool, float, str]:
         path.write_text(text.replace(mutant.old, mutant.new))
         # The copy has no git history: test_bit_identity takes funcnn 0.1 from this checkout's
         # (without it that test skips, and a mutant only it can see survives unseen).
-        env = dict(os.environ, PYTHONPATH=str(tmp), PYTHONDONTWRITEBYTECODE="1", FUNCNN_HISTORY=str(ROOT))
+        env = dict(os.environ, PYTHONPATH=str(tmp), PYTHONDONTWRITEBYTECODE="1", FUNCNN_HISTORY=str(ROOT),
+                   FUNCNN_TEST_JAX_CACHE=cache)
         t0 = time.perf_counter()
         tests = TESTS if mutant.first is None else [mutant.first] + [t for t in TESTS if t != mutant.first]
         try:
@@ -205,10 +210,12 @@ def main(argv=None) -> int:
             print(f"{i:>3}  {m.file:<22} {m.what}")
         return 0
     killed = 0
-    for i, m in chosen:
-        dead, seconds, why = run(m, args.timeout)
-        killed += dead
-        print(f"{i:>3} {'killed  ' if dead else 'SURVIVED'} {seconds:6.0f} s  {m.what}  [{why}]", flush=True)
+    with tempfile.TemporaryDirectory(prefix="funcnn-mutants-jax-cache-") as own:
+        cache = os.environ.get("FUNCNN_TEST_JAX_CACHE") or own
+        for i, m in chosen:
+            dead, seconds, why = run(m, args.timeout, cache)
+            killed += dead
+            print(f"{i:>3} {'killed  ' if dead else 'SURVIVED'} {seconds:6.0f} s  {m.what}  [{why}]", flush=True)
     print(f"killed {killed} of {len(chosen)} mutants ({100 * killed / len(chosen):.0f}%)")
     return 0 if killed == len(chosen) else 1
 
