@@ -8,7 +8,7 @@ directory, the mutation applied there (never to the working tree), and the
 gradient-related tests run with ``pytest -x``; a mutant is *killed* when the
 suite fails. The kill rate is printed with every survivor named.
 
-    python scripts/mutate.py                 # every mutant (about 10-30 min on 2 cores)
+    python scripts/mutate.py                 # every mutant (25 min on 2 cores with the suite cache warm)
     python scripts/mutate.py --only 3 7      # some of them, by number
     python scripts/mutate.py --match hvp:    # those whose description contains a text
     python scripts/mutate.py --list          # what they are
