@@ -43,7 +43,10 @@ only, to JAX's forward mode over the layer's own forward and backward
   network's L2 penalty applies to it and to nothing else.
 * ``cache`` holds only what ``backward`` needs, for the same ``params``.
 * ``forward`` uses ``key`` only when ``random`` is True (dropout). Without a
-  key it is deterministic: evaluation.
+  key it is deterministic: evaluation. A layer whose randomness is dropout
+  says so with ``dropout_key=True``: it also takes a ``DropoutKey``, whose
+  keep probability replaces its own rate (``funcnn.train.fit_many``'s
+  per-model ``dropouts``: one compiled program for several rates).
 * ``smooth`` says the forward pass has no kinks in params and x, so finite
   differences need no kink detection. A user's layer defaults to False,
   which costs ``funcnn.gradcheck`` time, never a false failure.
@@ -165,6 +168,23 @@ class Layer(NamedTuple):
     sq_norms: Callable[..., Array] | None = None  # (params, cache, dy, coef) -> [n]; None: generic fallback
     rforward: Callable[..., tuple] | None = None  # (params, x, v, rx) -> (y, ry, rcache); None: jax.jvp fallback
     rbackward: Callable[..., tuple] | None = None  # (params, v, rcache, dy, rdy) -> (rdparams, dx, rdx)
+    dropout_key: bool = False  # random only by dropout: forward also takes a DropoutKey (its keep replaces the rate)
+
+
+class DropoutKey(NamedTuple):
+    """A key for a network's random layers that also sets their dropout rate.
+
+    Every layer with ``dropout_key`` that it reaches drops with probability
+    ``1 - keep`` instead of its own rate, drawing its mask from its split of
+    ``key`` exactly as that layer built with rate ``1 - keep`` would (the
+    same bits when ``keep`` is ``1 - rate`` rounded to the default float
+    dtype, which is what a Python-float rate becomes). ``keep`` may be
+    traced: ``fit_many`` vmaps it, one rate per model. ``keep = 1`` keeps
+    every unit (mask of ones): the same numbers as no dropout.
+    """
+
+    key: Array  # a jax.random key
+    keep: Array  # scalar in (0, 1], the default float dtype: 1 - the dropout rate
 
 
 # ------------------------------------------------------------------ matmuls
@@ -334,7 +354,8 @@ def _dense(width: int, act: Activation | None, rate: float, ini: Initializer, bi
     desc = spec("dense", width=width, activation=None if act is None else act.name, dropout=rate,
                 init=ini._asdict(), bias_init=bias_init, precision=precision)
     return Layer(name, init_fn, forward, backward, desc, random=rate > 0, smooth=act is None or act.smooth,
-                 jvp=_jvp_of(rforward), sq_norms=sq_norms, rforward=rforward, rbackward=rbackward)
+                 jvp=_jvp_of(rforward), sq_norms=sq_norms, rforward=rforward, rbackward=rbackward,
+                 dropout_key=rate > 0)
 
 
 class DenseRCache(NamedTuple):
@@ -363,7 +384,14 @@ def need_grad2(act: Activation):
 
 
 def _drop(rate: float, key, x):
-    """``(x * mask, mask)`` for inverted dropout, or ``(x, None)`` without a key or a rate."""
+    """``(x * mask, mask)`` for inverted dropout, or ``(x, None)`` without a key or a rate.
+
+    A ``DropoutKey`` brings its own keep probability, which replaces ``rate``.
+    """
+    if isinstance(key, DropoutKey):
+        key, keep = key.key, key.keep
+        mask = jax.random.bernoulli(key, keep, x.shape).astype(x.dtype) / keep.astype(x.dtype)
+        return x * mask, mask
     if key is None or rate == 0.0:
         return x, None
     keep = 1.0 - rate
@@ -471,7 +499,7 @@ def _dropout(rate: float) -> Layer:
 
     return Layer(f"dropout({rate:g})", init, forward, backward, spec("dropout", rate=rate),
                  random=rate > 0, smooth=True, jvp=_jvp_of(rforward), sq_norms=_no_params_sq_norms,
-                 rforward=rforward, rbackward=rbackward)
+                 rforward=rforward, rbackward=rbackward, dropout_key=rate > 0)
 
 
 def _no_params_sq_norms(params, cache, dy, coef):
@@ -629,9 +657,16 @@ def chain_init(layers, key, in_width: int, dtype, where: str = "layers"):
 
 
 def chain_forward(layers, params, x, key):
-    """``(y, caches)`` through every layer; random layers get ``split(key, how many)`` in order."""
+    """``(y, caches)`` through every layer; random layers get ``split(key, how many)`` in order.
+
+    A ``DropoutKey`` is split the same way, each part keeping its ``keep``.
+    """
     n_random = sum(layer.random for layer in layers)
-    keys = iter(jax.random.split(key, n_random)) if key is not None and n_random else None
+    keys = None
+    if isinstance(key, DropoutKey) and n_random:
+        keys = iter([DropoutKey(k, key.keep) for k in jax.random.split(key.key, n_random)])
+    elif key is not None and n_random:
+        keys = iter(jax.random.split(key, n_random))
     caches = []
     for layer, p in zip(layers, params):
         x, c = layer.forward(p, x, key=next(keys) if keys is not None and layer.random else None)
@@ -762,9 +797,11 @@ def _residual(inner: tuple) -> Layer:
     name = "residual(" + ", ".join(layer.name for layer in inner) + ")"
     desc = spec("residual", inner=tuple(layer.spec for layer in inner))
     # jvp always: chain_jvp's error names the inner layer that lacks a rule.
-    return Layer(name, init, forward, backward, desc, random=any(layer.random for layer in inner),
+    random = any(layer.random for layer in inner)
+    return Layer(name, init, forward, backward, desc, random=random,
                  smooth=all(layer.smooth for layer in inner), jvp=jvp, sq_norms=sq_norms,
-                 rforward=rforward, rbackward=rbackward)
+                 rforward=rforward, rbackward=rbackward,
+                 dropout_key=random and all(layer.dropout_key for layer in inner if layer.random))
 
 
 def residual(*inner: Layer) -> Layer:

@@ -120,6 +120,52 @@ def test_dropout_is_identity_without_a_key_and_inverted_with_one():
     assert abs(float(jnp.mean(y == 0)) - 0.25) < 0.02  # 4,000 draws: std of the mean 0.007
 
 
+@pytest.mark.parametrize("rate", [0.1, 0.25, 1 / 3, 0.5, 0.9])
+def test_a_dropout_key_sets_the_rate_and_draws_the_layers_own_masks(rate):
+    """DropoutKey(key, 1 - rate) on a network built with another rate draws, bit for bit, the masks
+    of the network built with ``rate`` (dense dropout, a dropout layer and a residual block's inner
+    dropout, the key split among them as the network splits it), so its forward pass is that one's
+    (to float32 rounding: the two are different XLA programs)."""
+    def build(r):
+        return funcnn.network([layers.dense(7, "relu", dropout=r), layers.dropout(r),
+                               layers.residual(layers.dense(7, "tanh", dropout=r)), layers.dense(3)], input_size=5)
+
+    def masks(fwd):  # the three layers' masks, from the forward pass's caches
+        c = fwd[2].layers
+        return [c[0].mask, c[1], c[2][0].mask]
+
+    x = jax.random.normal(jax.random.key(1), (9, 5), jnp.float32)
+    key = jax.random.key(4)
+    params = build(rate).init(jax.random.key(0))
+    want = build(rate).forward(params, x, key=key)
+    keep = jnp.asarray(1.0 - rate, jnp.result_type(float))
+    got = jax.jit(lambda p, x, k: build(0.5).forward(p, x, key=layers.DropoutKey(k, keep)))(params, x, key)
+    for a, b in zip(masks(got), masks(want), strict=True):
+        assert a.dtype == b.dtype == jnp.float32 and np.array_equal(np.asarray(a), np.asarray(b))
+    assert set(np.unique(np.asarray(masks(got)[1])).tolist()) == {0.0, np.float32(1 / np.float32(1 - rate))}
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-6, atol=0)
+    # several rates at once under vmap: each model's masks are its own rate's
+    keeps = jnp.asarray([1.0 - rate, 1.0, 0.5], keep.dtype)
+    many = jax.vmap(lambda k: build(0.5).forward(params, x, key=layers.DropoutKey(key, k)))(keeps)
+    for i, want_i in enumerate([want, build(0.0).forward(params, x), build(0.5).forward(params, x, key=key)]):
+        if i == 1:  # keep = 1: every unit kept (masks of ones), the network without dropout
+            assert all(np.all(np.asarray(m[i]) == 1) for m in masks(many))
+        else:
+            for a, b in zip(masks(many), masks(want_i), strict=True):
+                assert np.array_equal(np.asarray(a[i]), np.asarray(b))
+        np.testing.assert_allclose(np.asarray(many[1][i]), np.asarray(want_i[1]), rtol=1e-6, atol=0)
+
+
+def test_only_dropout_layers_take_a_dropout_key():
+    assert layers.dense(3, dropout=0.2).dropout_key and layers.dropout(0.2).dropout_key
+    assert layers.residual(layers.dense(3, dropout=0.2)).dropout_key
+    assert not layers.dense(3).dropout_key and not layers.dropout(0.0).dropout_key  # not random at all
+    custom = layers.Layer("noise", lambda k, d, t: (d, {}), lambda p, x, *, key=None: (x, None),
+                          lambda p, c, dy: ({}, dy), layers.spec("noise"), random=True)
+    assert not custom.dropout_key
+    assert not layers.residual(custom, layers.dense(3, dropout=0.2)).dropout_key
+
+
 def test_residual_must_keep_the_width():
     net_layers = [layers.dense(4, "relu"), layers.residual(layers.dense(3, "tanh")), layers.dense(2)]
     with pytest.raises(ValueError, match=r"residual: the inner layers map width 4 to 3; a residual block"):
