@@ -52,6 +52,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from funcnn import _checks, activations, parallel, shuffle
 from funcnn import data as _data
+from funcnn import layers as _layers
 from funcnn import losses as _losses
 from funcnn.errors import FuncnnError, InvalidArgument, InvalidType
 from funcnn.optim import GradientTransformation, apply_updates
@@ -147,17 +148,23 @@ def _value_and_grad(net, grad: str):
 
 
 def _step_body(net, opt, grad):
-    """The pure train step ``(state, x, y, lr_scale, l2) -> (state, loss)``.
+    """The pure train step ``(state, x, y, lr_scale, l2, keep) -> (state, loss)``.
 
     ``l2`` (a traced scalar, ``fit_many``'s per-model strength) adds the
     ``l2 / (2 B) * sum W^2`` penalty on top of the network's own, as a network
-    built with that ``l2`` would: its gradient ``l2 / B * W``.
+    built with that ``l2`` would: its gradient ``l2 / B * W``. ``keep`` (a
+    traced scalar, ``fit_many``'s per-model ``1 - dropout``) rides on the
+    step's dropout key (``layers.DropoutKey``): the network's dropout layers
+    drop with probability ``1 - keep``, drawing the masks that layers built
+    with that rate would.
     """
     value_and_grad = _value_and_grad(net, grad)
     dropout = net.random
 
-    def body(state, x, y, lr_scale=None, l2=None):
+    def body(state, x, y, lr_scale=None, l2=None, keep=None):
         key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
+        if keep is not None:
+            key = _layers.DropoutKey(key, keep)
         loss, g = value_and_grad(state.params, x, y, key=key)
         if l2 is not None:
             n = x.shape[0]
@@ -208,7 +215,7 @@ def epoch_permutation(state: TrainState, n: int) -> Array:
 
 
 def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None, gather_per_step=False):
-    """``epoch(state, x, y, lr_scale=None, order_key=None, l2=None) -> (state, losses)``; see ``make_epoch``.
+    """``epoch(state, x, y, lr_scale=None, order_key=None, l2=None, keep=None) -> (state, losses)``; see ``make_epoch``.
 
     ``order_key`` replaces the state's shuffle key (``fit_many(shared_order=True)``).
 
@@ -231,7 +238,7 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None
         xy = tuple(a.at[i].get(mode="promise_in_bounds", unique_indices=True) for a in (x, y))
         return xy if sharding is None else tuple(jax.lax.with_sharding_constraint(a, sharding) for a in xy)
 
-    def epoch(state, x, y, lr_scale=None, order_key=None, l2=None):
+    def epoch(state, x, y, lr_scale=None, order_key=None, l2=None, keep=None):
         n = x.shape[0]
         nb, r = divmod(n, batch_size)
         full = nb * batch_size
@@ -240,14 +247,14 @@ def _epoch_body(net, opt, grad, batch_size, drop_last, num_steps=None, mesh=None
         idx = perm[:k * batch_size].reshape(k, batch_size)  # [k, B]: step i trains on rows idx[i]
         if gather_per_step:
             def scan_step(s, i):
-                return body(s, *take(i, x, y, rows), lr_scale, l2)
+                return body(s, *take(i, x, y, rows), lr_scale, l2, keep)
             state, losses = jax.lax.scan(scan_step, state, idx)  # losses: [k]
         else:
             batches = take(idx, x, y, split)  # [k, B, ...] each
-            state, losses = jax.lax.scan(lambda s, b: body(s, *b, lr_scale, l2), state, batches)
+            state, losses = jax.lax.scan(lambda s, b: body(s, *b, lr_scale, l2, keep), state, batches)
         if r and not drop_last and (num_steps is None or num_steps > nb):
             state, loss = body(state, *take(perm[full:], x, y, rows if r % ndev == 0 else None),
-                               lr_scale, l2)
+                               lr_scale, l2, keep)
             losses = jnp.concatenate([losses, loss[None]])
         return state, losses
 
@@ -672,24 +679,40 @@ def _gather_rows(mesh, data):
 @functools.lru_cache(maxsize=64)
 def _many_epoch(net, opt, grad, batch_size, drop_last, shared_order=False):
     body = _epoch_body(net, opt, grad, batch_size, drop_last, gather_per_step=True)
-    # Models differ in state (seed), learning-rate factor and L2 strength (None: the
-    # network's own for all); the data is shared and each step gathers each model's
-    # rows (no per-model copy of the set).
-    many = jax.vmap(body, in_axes=(0, None, None, 0, None, 0))
+    # Models differ in state (seed), learning-rate factor, L2 strength and keep
+    # probability (None: the network's own for all); the data is shared and each
+    # step gathers each model's rows (no per-model copy of the set).
+    many = jax.vmap(body, in_axes=(0, None, None, 0, None, 0, 0))
     if not shared_order:
-        return jax.jit(lambda states, x, y, lr_scales, l2s: many(states, x, y, lr_scales, None, l2s))
+        return jax.jit(lambda states, x, y, lr_scales, l2s, keeps: many(states, x, y, lr_scales, None, l2s, keeps))
 
-    def epoch(states, x, y, lr_scales, l2s):
+    def epoch(states, x, y, lr_scales, l2s, keeps):
         # Model 0's order for all: each step's batch is one [B, d] array, so
         # XLA computes the first layer of all K models as one [B, d] x [d, K*h] matmul.
-        return many(states, x, y, lr_scales, _order_key(jax.tree.map(lambda a: a[0], states)), l2s)
+        return many(states, x, y, lr_scales, _order_key(jax.tree.map(lambda a: a[0], states)), l2s, keeps)
 
     return jax.jit(epoch)
 
 
+def _dropout_keeps(net, dropouts, K: int):
+    """``[K]`` keep probabilities ``1 - dropouts`` for ``fit_many``, after checking them and the network."""
+    rates = np.asarray(dropouts, np.float64)
+    if rates.shape != (K,) or not np.all(np.isfinite(rates) & (rates >= 0) & (rates < 1)):
+        raise InvalidArgument(f"dropouts must be {K} rates in [0, 1), like keys; got {np.asarray(dropouts).tolist()}.")
+    if not net.random:
+        raise InvalidArgument("dropouts needs a network with dropout: build it with a rate > 0 (any) in the "
+                              "layers whose rate the models vary, e.g. funcnn.mlp(..., dropout=0.5).")
+    other = [layer.name for layer in net.layers if layer.random and not layer.dropout_key]
+    if other:
+        raise InvalidArgument(f"dropouts sets the rate of dropout layers, but {', '.join(other)} draw(s) from "
+                              "the key in another way (Layer.dropout_key is False): train these models one by one.")
+    # 1 - rate in float64, then the default float dtype: what a layer's Python-float rate becomes.
+    return jnp.asarray(1.0 - rates, jnp.result_type(float))
+
+
 def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch_size: int,
-             lr_scales=None, l2s=None, validation=None, grad: str = "manual", drop_last: bool = False,
-             dtype=jnp.float32, shared_order: bool = False):
+             lr_scales=None, l2s=None, dropouts=None, validation=None, grad: str = "manual",
+             drop_last: bool = False, dtype=jnp.float32, shared_order: bool = False):
     """Trains K models at once in one compiled program (``vmap`` over models).
 
     Model k is initialised and shuffled from ``keys[k]`` and its updates are
@@ -699,7 +722,13 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     trained alone by ``fit`` with that key (up to float rounding). With
     ``l2s``, model k also has the L2 penalty ``l2s[k] / (2 B) * sum W^2`` on
     top of the network's own: build ``net`` with ``l2=0`` and model k equals
-    that network built with ``l2=l2s[k]`` trained alone.
+    that network built with ``l2=l2s[k]`` trained alone. With ``dropouts``,
+    every dropout layer of model k drops with probability ``dropouts[k]``
+    instead of its own rate (a ``layers.DropoutKey`` on the step's key): build
+    ``net`` with dropout (any rate > 0) where the rates vary, and model k
+    equals that network built with rate ``dropouts[k]`` trained alone
+    (``dropouts[k] = 0``: the network without dropout; the same masks, so
+    the same numbers up to rounding).
 
     With ``shared_order=True`` every model sees the batches in model 0's
     order (common random numbers: models then differ only in their
@@ -714,6 +743,8 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
       keys: ``[K]`` array of ``jax.random`` keys (e.g. ``jax.random.split(key, K)``).
       lr_scales: optional ``[K]`` learning-rate factors (default all 1).
       l2s: optional ``[K]`` L2 strengths ``>= 0`` added to the network's ``l2`` (default none).
+      dropouts: optional ``[K]`` dropout rates in ``[0, 1)`` replacing every dropout
+        layer's own (default none: the network's rates).
       shared_order: all models use model 0's batch order (see above).
       other arguments: as for ``fit`` (no early stopping or resume).
 
@@ -735,6 +766,7 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
         if l2s.shape != (K,) or not np.all(np.isfinite(l2s) & (l2s >= 0)):
             raise InvalidArgument(f"l2s must be {K} finite numbers >= 0, like keys; got {l2s.tolist()}.")
         l2s = jnp.asarray(l2s, dtype)
+    keeps = None if dropouts is None else _dropout_keeps(net, dropouts, K)
     states = jax.vmap(lambda k: init_state(net, opt, key=k, dtype=dtype))(keys)
     run = _many_epoch(net, opt, grad, batch_size, drop_last, bool(shared_order))
     evaluate_many = jax.vmap(_eval_fn(net), in_axes=(0, None, None)) if validation is not None else None
@@ -745,7 +777,7 @@ def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch
     sizes = _step_sizes(x.shape[0], batch_size, drop_last)
     hist: dict[str, list] = {"train_loss": [], "val_loss": [], "val_accuracy": []}
     for _ in range(epochs):
-        states, losses = run(states, x, y, scales, l2s)  # losses: [K, steps]
+        states, losses = run(states, x, y, scales, l2s, keeps)  # losses: [K, steps]
         hist["train_loss"].append(np.asarray(losses) @ sizes / sizes.sum())
         if evaluate_many is not None:
             vl, va = jax.device_get(evaluate_many(states.params, xv, yv))

@@ -272,7 +272,7 @@ def bench_size(size, repeats, k_models):
         for shared, label in ((False, ""), (True, ", shared order")):
             many = train._many_epoch(net, opt, "manual", batch, True, shared)
             cands[f"funcnn {k_models} models under vmap{label}"] = (
-                functools.partial(many, states, x, y, scales, None), k_models * n)
+                functools.partial(many, states, x, y, scales, None, None), k_models * n)
         cands[f"funcnn {k_models} models one after another"] = (
             lambda: [epoch(s, x, y)[0] for s in singles], k_models * n)
 

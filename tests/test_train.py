@@ -162,6 +162,49 @@ def test_fit_many_per_model_l2_equals_networks_built_with_it(grad):
         train.fit_many(net0, optim.adam(1e-2), (x, y), keys=keys, l2s=[0.0, -1.0, 0.0], epochs=1, batch_size=8)
 
 
+@pytest.mark.parametrize("grad", ["manual", "autodiff"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_fit_many_per_model_dropout_equals_networks_built_with_it(grad, dtype):
+    """One program for several dropout rates: model k is the network built with dropouts[k]
+    trained alone (rate 0: the network without dropout), its masks the same bits."""
+    x, y = _toy(n=43, dtype=dtype)  # a partial batch of 3
+    rates, scales = [0.0, 0.2, 0.5], [1.0, 2.0, 0.5]
+    keys = jax.random.split(jax.random.key(3), 3)
+    net0 = funcnn.mlp([6, 8, 8, 3], hidden="tanh", dropout=0.3)  # any rate > 0: replaced per model
+    states, hist = train.fit_many(net0, optim.adam(1e-2), (x, y), keys=keys, lr_scales=scales, dropouts=rates,
+                                  epochs=3, batch_size=8, grad=grad, dtype=dtype, validation=(x[:9], y[:9]))
+    for k in range(3):
+        net = funcnn.mlp([6, 8, 8, 3], hidden="tanh", dropout=rates[k])
+        alone, h = train.fit(net, optim.adam(1e-2 * scales[k]), (x, y), epochs=3, batch_size=8, key=keys[k],
+                             grad=grad, dtype=dtype)
+        # float32 vmapped vs alone: the same operations (1e-5 leaves room for a backend's batched
+        # matmuls to round differently; a wrong mask or rate moves the weights by ~1e-2)
+        assert normwise_rel_err(jax.tree.map(lambda a, k=k: a[k], states.params), alone.params) <= \
+            (1e-10 if dtype == jnp.float64 else 1e-5)
+        np.testing.assert_allclose(hist["train_loss"][:, k], h.train_loss, rtol=1e-10 if dtype == jnp.float64 else 1e-5)
+    # the rates matter: model 1 differs from model 0 (no dropout) by far more than rounding
+    assert normwise_rel_err(jax.tree.map(lambda a: a[1], states.params),
+                            jax.tree.map(lambda a: a[0], states.params)) > 1e-3
+
+
+def test_fit_many_dropouts_are_checked_before_any_work():
+    x, y = _toy(n=16)
+    keys = jax.random.split(jax.random.key(0), 2)
+    net = funcnn.mlp([6, 8, 3], hidden="tanh", dropout=0.5)
+    for bad in ([0.1], [0.1, 1.0], [0.1, -0.1], [0.1, float("nan")]):
+        with pytest.raises(ValueError, match=r"dropouts must be 2 rates in \[0, 1\), like keys; got "):
+            train.fit_many(net, optim.sgd(0.1), (x, y), keys=keys, dropouts=bad, epochs=1, batch_size=8)
+    with pytest.raises(ValueError, match=r"dropouts needs a network with dropout: build it with a rate > 0"):
+        train.fit_many(NET, optim.sgd(0.1), (x, y), keys=keys, dropouts=[0.1, 0.2], epochs=1, batch_size=8)
+    noise = funcnn.layers.Layer("noise", lambda k, d, t: (d, {}),
+                                lambda p, x, *, key=None: (x if key is None else x + jax.random.normal(key, x.shape,
+                                                                                                       x.dtype), None),
+                                lambda p, c, dy: ({}, dy), funcnn.layers.spec("noise"), random=True)
+    custom = funcnn.network([noise, funcnn.layers.dense(8, "tanh", dropout=0.5), funcnn.layers.dense(3)], input_size=6)
+    with pytest.raises(ValueError, match=r"but noise draw\(s\) from the key in another way"):
+        train.fit_many(custom, optim.sgd(0.1), (x, y), keys=keys, dropouts=[0.1, 0.2], epochs=1, batch_size=8)
+
+
 def test_fit_many_shared_order_equals_fit_with_model_zeros_shuffle():
     x, y = _toy(n=43)  # 43 = 5 batches of 8 + a partial one of 3
     opt = optim.momentum(0.05, 0.9)
@@ -187,7 +230,7 @@ def test_fit_many_never_copies_the_data_set(shared_order):
     states = jax.vmap(lambda k: train.init_state(net, opt, key=k))(jax.random.split(jax.random.key(0), K))
     x, y = jnp.zeros((n, 64), jnp.float32), jnp.zeros((n,), jnp.int32)
     epoch = train._many_epoch(net, opt, "manual", 32, False, shared_order)
-    temp = epoch.lower(states, x, y, jnp.ones((K,)), None).compile().memory_analysis().temp_size_in_bytes
+    temp = epoch.lower(states, x, y, jnp.ones((K,)), None, None).compile().memory_analysis().temp_size_in_bytes
     assert temp < x.nbytes, (temp, x.nbytes)
 
 
