@@ -43,7 +43,7 @@ def test_sweep_ranks_by_validation_and_writes_a_trainable_best_config(tmp_path, 
             "--seeds", "2", "--out", str(tmp_path / "sw"), "--set", "data.val_size=0.2", *FAST]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "4 combinations x 2 seeds in 2 compiled group(s)" in out  # lr differences are vmapped
+    assert "4 combinations x 2 seeds in 1 compiled group(s)" in out  # lr and dropout differences are vmapped
     rows = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
     assert len(rows) == 8
     combo = lambda r: (r["optimizer.learning_rate"], r["model.dropout"])  # noqa: E731
@@ -59,14 +59,18 @@ def test_sweep_ranks_by_validation_and_writes_a_trainable_best_config(tmp_path, 
                      "--quiet", "--set", "output.gradcheck=false", "--set", "output.plots=false"]) == 0
 
 
-def test_learning_rates_and_l2_strengths_vmap_as_one_group_equal_to_separate_runs(tmp_path, capsys):
-    grid = {"optimizer.learning_rate": ["1e-3", "3e-2"], "model.l2": ["0", "0.5"]}
+@pytest.mark.parametrize("other", [{"model.l2": ["0", "0.5"]}, {"model.dropout": ["0", "0.3"]},
+                                   {"model.l2": ["0", "0.5"], "model.dropout": ["0.1", "0.4"]}],
+                         ids=["l2", "dropout", "l2+dropout"])
+def test_learning_rates_l2_and_dropout_vmap_as_one_group_equal_to_separate_runs(tmp_path, capsys, other):
+    grid = {"optimizer.learning_rate": ["1e-3", "3e-2"], **other}
     args = ["sweep", CONFIG, *(a for k, v in grid.items() for a in ("--grid", f"{k}={','.join(v)}")),
             "--out", str(tmp_path / "sw"), "--set", "data.val_size=0.2", *FAST]
     assert cli.main(args) == 0
-    assert "4 combinations x 1 seeds in 1 compiled group(s)" in capsys.readouterr().out
+    n = 2 ** len(grid)
+    assert f"{n} combinations x 1 seeds in 1 compiled group(s)" in capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
-    assert len(rows) == 4
+    assert len(rows) == n and len({r["val_loss"] for r in rows}) == n  # every scalar changes the run
     for r in rows:  # each vmapped model is the run its config trains alone
         sets = [FAST[i + 1] for i in range(0, len(FAST), 2)] + ["data.val_size=0.2"]
         cfg = cfglib.load_config(CONFIG, sets + [f"{k}={r[k]}" for k in grid])

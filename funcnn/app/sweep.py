@@ -11,11 +11,13 @@ written to ``seed-<s>/final.ckpt``.
 combination. Combinations that differ only in the per-model scalars of
 ``VMAPPED`` (and the seeds) run as one vmapped program
 (``funcnn.train.fit_many``): every optimizer's update is linear in its
-learning rate, so ``lr_scales`` give each model its own, and the L2 penalty
-is added in the train step with each model's own strength (``l2s``). Any
-other difference (``model.dropout``: a dropout layer's rate is a constant of
-its compiled forward pass; sizes, activations, the optimizer's other
-settings, the data) starts another group, trained one after the other. The
+learning rate, so ``lr_scales`` give each model its own; the L2 penalty
+is added in the train step with each model's own strength (``l2s``); and a
+``model.dropout`` rate (one number for every hidden layer) rides on each
+step's dropout key (``dropouts``, ``funcnn.layers.DropoutKey``). Any other
+difference (a per-layer list of dropout rates, sizes, activations, the
+optimizer's other settings, the data) starts another group, trained one
+after the other. The
 results (one row per combination and seed) are sorted by the
 combination's mean final validation loss over seeds, printed and written to ``results.csv``; the best
 combination's config is written to ``best.toml``, which ``funcnn train``
@@ -73,11 +75,17 @@ def train_group(cfgs: list, seeds: int, split=None) -> list[dict]:
     base = cfgs[0]
     _check_many(base)
     split = experiment.load_split(base) if split is None else split
-    # One L2 strength for all: it stays in the network (exactly the single run's program);
-    # several: a network without it, and each model's added in the step (fit_many's l2s).
+    # One L2 strength (dropout rate) for all: it stays in the network (exactly the single
+    # run's program); several: a network without L2 (with dropout at a stand-in rate), and
+    # each model's own added in the step (fit_many's l2s and dropouts).
     own_l2 = len({c.model.l2 for c in cfgs}) == 1
-    run_cfg = base if own_l2 else dataclasses.replace(base, model=dataclasses.replace(base.model, l2=0.0))
-    net, opt = experiment.build(run_cfg, split.x_train.shape[0])
+    own_dropout = len({c.model.dropout for c in cfgs}) == 1
+    run_model = base.model
+    if not own_l2:
+        run_model = dataclasses.replace(run_model, l2=0.0)
+    if not own_dropout:
+        run_model = dataclasses.replace(run_model, dropout=_STAND_IN_RATE)
+    net, opt = experiment.build(dataclasses.replace(base, model=run_model), split.x_train.shape[0])
     lr0 = base.optimizer.learning_rate
     if lr0 <= 0:
         raise SweepError(f"optimizer.learning_rate must be > 0 to sweep; got {lr0}.")
@@ -88,18 +96,21 @@ def train_group(cfgs: list, seeds: int, split=None) -> list[dict]:
     keys = jax.numpy.stack(per_seed * len(cfgs))  # [C * K]: config-major
     scales = np.repeat([c.optimizer.learning_rate / lr0 for c in cfgs], seeds)
     l2s = None if own_l2 else np.repeat([c.model.l2 for c in cfgs], seeds)
+    dropouts = None if own_dropout else np.repeat([c.model.dropout for c in cfgs], seeds)
     validation = None if split.x_val is None else (split.x_val, experiment.targets(net, split.y_val))
     t = base.training
     states, hist = train.fit_many(net, opt, (split.x_train, experiment.targets(net, split.y_train)), keys=keys,
                                   epochs=t.epochs, batch_size=t.batch_size or split.x_train.shape[0],
-                                  lr_scales=scales, l2s=l2s, validation=validation, grad=t.grad,
+                                  lr_scales=scales, l2s=l2s, dropouts=dropouts, validation=validation,
+                                  grad=t.grad,
                                   drop_last=t.drop_last,
                                   dtype=experiment.dtype_of(base))
     rows = []
     for j in range(len(keys)):
         c, i = cfgs[j // seeds], j % seeds
         state = jax.tree.map(lambda a, j=j: a[j], states)
-        own = net if own_l2 else cfglib.build_model(c.model)  # its own l2: the loss it reports and saves
+        # its own l2 and dropout: the loss it reports, the spec it saves
+        own = net if own_l2 and own_dropout else cfglib.build_model(c.model)
         row = {"config": c, "seed": s0 + i, "state": state, "net": own, "split": split,
                "test": experiment.evaluate_split(own, state.params, split.x_test, split.y_test),
                "train_loss": float(hist["train_loss"][-1][j])}
@@ -198,14 +209,20 @@ def _split_values(text: str) -> list[str]:
 
 
 # The per-model scalars one vmapped program can differ in (see the module docstring): (section, key).
-VMAPPED = (("optimizer", "learning_rate"), ("model", "l2"))
+# model.dropout only as one number for all layers: a per-layer list starts its own group.
+VMAPPED = (("optimizer", "learning_rate"), ("model", "l2"), ("model", "dropout"))
+# The rate a group's network is built with when its models' rates differ: any rate > 0 gives
+# every hidden layer its dropout (the models' own rates replace it in each step).
+_STAND_IN_RATE = 0.5
 
 
 def _group_key(cfg) -> str:
     """Configs with equal keys differ at most in ``VMAPPED`` scalars: one vmapped program."""
     d = cfglib.config_to_dict(cfg)
     for section, key in VMAPPED:
-        d[section][key] = None
+        # (model.dropout means nothing to a model of explicit layers: kept, so such configs never share one)
+        if isinstance(d[section][key], (int, float)) and not (key == "dropout" and d["model"]["layers"]):
+            d[section][key] = None
     return json.dumps(d, sort_keys=True)
 
 
