@@ -331,7 +331,7 @@ def _weighted_value_and_grad(net, grad: str):
 def make_padded_epoch(net, opt: GradientTransformation, *, batch_size: int, grad: str = "manual"):
     """``make_epoch`` over the first ``n`` rows of padded data: ONE compiled call for every ``n``.
 
-    ``(state, x [N, d], y [N, ...], n) -> (state, losses [ceil(N / B)])``: rows
+    ``(state, x [N, d], y [N, ...], n, lr_scale=None, l2=None, keep=None) -> (state, losses [ceil(N / B)])``: rows
     ``n..N-1`` of ``x`` and ``y`` are padding (any values) and ``n`` is a traced
     int32 scalar, so data sets of different sizes padded to the same ``N``
     (cross-validation folds, a grid search's refits) share one program.
@@ -343,6 +343,16 @@ def make_padded_epoch(net, opt: GradientTransformation, *, batch_size: int, grad
     step count and optimizer moments untouched). So the result equals
     ``make_epoch``'s up to float rounding.
 
+    The optional traced scalars make hyperparameters data, so a grid search
+    over them compiles once (``funcnn.sklearn``), as ``fit_many``'s do:
+    ``lr_scale`` multiplies every update (for ``funcnn.optim``'s optimizers,
+    whose updates are linear in the learning rate, ``opt`` built with
+    learning rate 1 and ``lr_scale = lr`` is ``opt`` built with ``lr``);
+    ``l2`` adds ``l2 / (2 r) * sum W^2`` to each step's loss of ``r`` rows, as
+    a network built with that ``l2`` has; ``keep`` replaces the dropout
+    layers' rates by ``1 - keep`` (``layers.DropoutKey``; build ``net``
+    with dropout > 0 where it applies).
+
     Args:
       net, opt, grad: as for ``make_epoch``.
       batch_size: ``B``, samples per step (``1 <= B <= n``).
@@ -351,13 +361,21 @@ def make_padded_epoch(net, opt: GradientTransformation, *, batch_size: int, grad
     value_and_grad, dropout = _weighted_value_and_grad(net, grad), net.random
     B = batch_size
 
-    def step(state, x, y, w):
+    def step(state, x, y, w, lr_scale, l2, keep):
         key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
+        if keep is not None:
+            key = _layers.DropoutKey(key, keep)
         loss, g = value_and_grad(state.params, x, y, w, key)
+        if l2 is not None:  # r rows in this step: the penalty and gradient of a network built with l2
+            r = jnp.sum(w)
+            loss = loss + _losses.l2_penalty(state.params, l2, r)
+            g = _losses.add_l2_grad(g, state.params, l2 / r)
         updates, opt_state = opt.update(g, state.opt_state, state.params)
+        if lr_scale is not None:
+            updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
         return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, state.rng), loss
 
-    def epoch(state, x, y, n):
+    def epoch(state, x, y, n, lr_scale=None, l2=None, keep=None):
         N = x.shape[0]
         S = -(-N // B)
         perm = shuffle.padded_permutation(_order_key(state), n, N)
@@ -366,7 +384,7 @@ def make_padded_epoch(net, opt: GradientTransformation, *, batch_size: int, grad
         dtype = jax.tree.leaves(state.params)[0].dtype  # the loss's and the weights' dtype
 
         def run(s, rows, w):
-            s, loss = step(s, x[rows], y[rows], w)
+            s, loss = step(s, x[rows], y[rows], w, lr_scale, l2, keep)
             return s, loss.astype(dtype)
 
         def scan_step(s, i):
