@@ -52,7 +52,12 @@ number. Every compiled function is cached on the network, the optimizer and
 the shapes, so a second ``fit`` with the same shapes compiles nothing, and
 neither does a fit on another number of rows of the same bucket:
 cross-validation folds one row apart and a grid search's refits share one
-program.
+program. ``alpha``, ``learning_rate_init`` (with a named optimizer and no
+schedule) and a ``dropout`` rate in (0, 1) are traced scalars of that
+program, not constants (``make_padded_epoch``'s ``l2``, ``lr_scale`` and
+``keep``): a grid search over them compiles one epoch, not one per
+combination (switching dropout between 0 and a rate is the one change that
+compiles another).
 Prediction runs in fixed-size row chunks (padded), so it compiles once per
 model shape whatever the number of rows, and each row's prediction does not
 depend on the other rows.
@@ -101,6 +106,7 @@ OPTIMIZERS = {"adam": optim.adam, "adamw": optim.adamw, "sgd": optim.sgd, "momen
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")  # scikit-learn's names; funcnn's own are accepted too
 _SKLEARN_NAMES = {"logistic": "sigmoid"}  # scikit-learn's name -> funcnn's
 PREDICT_CHUNK = 1024  # rows per compiled prediction call (padded): one compilation for any n
+_STAND_IN_RATE = 0.5  # the compiled network's dropout rate; each fit's own replaces it (_BaseMLP._compiled)
 
 
 @functools.lru_cache(maxsize=128)
@@ -199,18 +205,47 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"validation_fraction must be in (0, 1); got {self.validation_fraction!r}.")
         if not (isinstance(self.learning_rate_init, numbers.Real) and self.learning_rate_init > 0):
             raise ValueError(f"learning_rate_init must be a number > 0; got {self.learning_rate_init!r}.")
+        a = self.alpha  # not in the network the epoch runs (_compiled): checked here
+        if not (isinstance(a, numbers.Real) and not isinstance(a, bool) and math.isfinite(a) and a >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0; got {a!r}.")
         if not (isinstance(self.tol, numbers.Real) and self.tol >= 0):
             raise ValueError(f"tol must be a number >= 0; got {self.tol!r}.")
         return tuple(int(h) for h in sizes)
 
-    def _network(self, d: int, m: int):
+    def _network(self, d: int, m: int, *, l2=None, dropout=None):
+        """The model as set (its spec is what ``save`` writes), or with ``l2`` / ``dropout`` given instead."""
         act = self.activation
         act = _SKLEARN_NAMES.get(act, act) if isinstance(act, str) else act
         return _mlp_net([d, *self._check_params(), m], hidden=act, output=self._output, loss=self._loss,
-                        l2=float(self.alpha), dropout=self.dropout)
+                        l2=float(self.alpha) if l2 is None else l2,
+                        dropout=self.dropout if dropout is None else dropout)
 
-    def _opt(self):
-        lr = self.learning_rate_init if self.schedule is None else self.schedule
+    def _compiled(self, d: int, m: int):
+        """``(net, opt, hyper)``: what the compiled epoch runs, and the scalars each fit passes it.
+
+        ``alpha``, one ``dropout`` rate and ``learning_rate_init`` are not constants
+        of the program but traced scalars (``train.make_padded_epoch``'s ``l2``,
+        ``keep`` and ``lr_scale``): the network is built with ``l2=0`` (and, with
+        dropout, a stand-in rate) and a named optimizer with learning rate 1, so
+        every fit of a grid search over them runs ONE compiled epoch. The network
+        also predicts: without a key its dropout does nothing and L2 is not in
+        the outputs.
+        """
+        rate = self.dropout
+        per_fit_rate = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and 0 < float(rate) < 1
+        net = self._network(d, m, l2=0.0, dropout=_STAND_IN_RATE if per_fit_rate else None)
+        named = self.schedule is None and not isinstance(self.optimizer, optim.GradientTransformation)
+        opt = self._opt(1.0) if named else self._opt()
+        dtype = jax.numpy.result_type(float)  # a Python-float rate's dtype in the layers: the same masks
+        hyper = {"lr_scale": np.float32(self.learning_rate_init) if named else None,
+                 "l2": np.float32(self.alpha) if float(self.alpha) else None,
+                 "keep": np.asarray(1.0 - float(rate), dtype) if per_fit_rate else None}
+        return net, opt, hyper
+
+    def _opt(self, lr=None):
+        """The optimizer as set; ``lr``: a named one with that learning rate instead (``_compiled``)."""
+        if lr is None:
+            lr = self.learning_rate_init if self.schedule is None else self.schedule
         if isinstance(self.optimizer, optim.GradientTransformation):
             return self.optimizer  # used as given: its own learning rate
         if self.optimizer not in OPTIMIZERS:
@@ -256,11 +291,11 @@ class _BaseMLP(BaseEstimator):
     def _state_for(self, net, opt, key):
         return train.init_state(net, opt, key=key)
 
-    def _epoch(self, net, opt, state, x, y, n: int):
+    def _epoch(self, net, opt, hyper, state, x, y, n: int):
         """One epoch over the first ``n`` rows of the padded ``x``, ``y``: ``(state, mean loss)``."""
         B = self._batch(n)
         run = train.make_padded_epoch(net, opt, batch_size=B, grad=self.grad)
-        state, losses = run(state, x, y, np.int32(n))
+        state, losses = run(state, x, y, np.int32(n), **hyper)
         sizes = train.padded_step_sizes(n, x.shape[0], B)
         return state, float(np.asarray(losses) @ sizes / n)  # np.asarray: the one host sync per epoch
 
@@ -281,7 +316,7 @@ class _BaseMLP(BaseEstimator):
         self._params = s.params
 
     def _fit(self, x, y, *, epochs: int, incremental: bool):
-        net, opt = self._network(x.shape[1], self._width), self._opt()
+        net, opt, hyper = self._compiled(x.shape[1], self._width)
         if not (incremental or self.warm_start):
             self._state = None
         xv = yv = None
@@ -296,7 +331,7 @@ class _BaseMLP(BaseEstimator):
         yt, x = (jax.device_put(_pad(a, _padded_rows(n))) for a in (self._encode(y), x))
         best_params = None
         for _ in range(epochs):
-            state, loss = self._epoch(net, opt, state, x, yt, n)
+            state, loss = self._epoch(net, opt, hyper, state, x, yt, n)
             if not np.isfinite(loss):
                 raise ValueError(f"training diverged: the loss became {loss} at epoch {self.n_iter_}; "
                                  "lower learning_rate_init.")
@@ -333,7 +368,7 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X):
         check_is_fitted(self, "_params")
         x = self._x(X, reset=False)
-        return _predict_chunks(self._network(x.shape[1], self._width), self._params, x)
+        return _predict_chunks(self._compiled(x.shape[1], self._width)[0], self._params, x)
 
     # -- funcnn's safe checkpoint
     def save(self, path, *, overwrite: bool = False):
@@ -373,8 +408,7 @@ class _BaseMLP(BaseEstimator):
         est._scaler = None if ex["scaler"] is None else tuple(np.asarray(a) for a in ex["scaler"])
         est.n_iter_, est.loss_curve_, est.validation_scores_ = ex["n_iter"], ex["loss_curve"], []
         est._load_extra(ex)
-        net = est._network(est.n_features_in_, est._width)
-        est._keep(net, checkpoint.restore_state(ck, est._opt()))
+        est._keep(est._compiled(est.n_features_in_, est._width)[0], checkpoint.restore_state(ck, est._opt()))
         return est
 
 
@@ -448,7 +482,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _outputs_scaled(self, x):
         # validation rows are already standardised: predict without re-validating
-        return _predict_chunks(self._network(x.shape[1], self._width), self._params, x)
+        return _predict_chunks(self._compiled(x.shape[1], self._width)[0], self._params, x)
 
     def _decide(self, dec):
         return dec.astype(self._indicator_dtype) if self._multilabel else self.classes_[dec]
@@ -527,7 +561,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return jax.device_put(np.asarray(y, np.float32).reshape(y.shape[0], -1))
 
     def _score_encoded(self, x, y):
-        out = _predict_chunks(self._network(x.shape[1], self._width), self._params, x)[0]
+        out = _predict_chunks(self._compiled(x.shape[1], self._width)[0], self._params, x)[0]
         return r2_score(y, out.reshape(np.shape(y)))
 
     def _set_outputs(self, y):

@@ -80,16 +80,18 @@ def test_defaults_are_accurate_on_digits():
     assert MLPClassifier(random_state=0).fit(xtr, ytr).score(xte, yte) > 0.96
 
 
-def test_fit_is_train_fit_with_alpha_as_l2():
-    # the estimator runs funcnn's compiled epoch: the same parameters as train.fit
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_fit_is_train_fit_with_alpha_as_l2(dropout):
+    # the estimator runs funcnn's compiled epoch, its alpha, learning rate and dropout rate
+    # traced scalars: the same parameters as train.fit of the network built with them
     x, y = _blobs(n=50)
     est = MLPClassifier(hidden_layer_sizes=(7,), alpha=0.3, batch_size=16, max_iter=3, tol=0.0,
-                        random_state=5, standardize=False, learning_rate_init=0.01)
+                        random_state=5, standardize=False, learning_rate_init=0.01, dropout=dropout)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est.fit(x, y)
     seed = np.random.RandomState(5).randint(np.iinfo(np.int32).max)
-    net = funcnn.mlp([5, 7, 3], l2=0.3)
+    net = funcnn.mlp([5, 7, 3], l2=0.3, dropout=dropout)
     state, _ = train.fit(net, optim.adam(0.01), (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)),
                          epochs=3, batch_size=16, key=jax.random.key(seed))
     for got, want in zip(est._params, jax.device_get(state.params), strict=True):
@@ -119,6 +121,29 @@ def test_second_fit_with_same_shapes_compiles_nothing(early_stopping):
         finally:
             jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
+
+
+def test_a_grid_over_alpha_learning_rate_and_dropout_compiles_one_epoch():
+    # alpha, learning_rate_init and a dropout rate are traced scalars of the compiled epoch:
+    # after one fit, a grid search's refits with other values compile nothing and still
+    # train with their own values (every fit ends with other parameters)
+    x, y = _blobs(n=64)
+    est = MLPClassifier(hidden_layer_sizes=(9,), max_iter=4, random_state=0, dropout=0.1)
+    grid = [dict(alpha=a, learning_rate_init=lr, dropout=r)
+            for a in (1e-4, 0.5) for lr in (1e-3, 3e-2) for r in (0.1, 0.4)]
+    fitted = lambda e: e.fit(x, y).predict_proba(x)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted(est)
+        compiles, probas = [], []
+        listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None  # noqa: E731
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            probas = [fitted(clone(est).set_params(**p)) for p in grid]
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert len({p.tobytes() for p in probas}) == len(grid)
 
 
 def test_partial_fit_runs_one_epoch_per_call():
@@ -182,6 +207,9 @@ def test_pickle_and_checkpoint_round_trips(cls, tmp_path):
     (dict(batch_size=0), r"batch_size must be 'auto' or an int >= 1; got 0"),
     (dict(validation_fraction=1.5), r"validation_fraction must be in \(0, 1\); got 1.5"),
     (dict(activation="nope"), r"nope"),
+    (dict(alpha=-1.0), r"alpha must be a finite number >= 0; got -1.0"),
+    (dict(alpha=float("nan")), r"alpha must be a finite number >= 0; got nan"),
+    (dict(dropout=1.5), r"dropout.*1.5"),
 ])
 def test_bad_parameters_name_themselves(params, match):
     x, y = _blobs(n=20)
@@ -206,3 +234,16 @@ def test_vs_sklearn_script_writes_its_table(tmp_path, capsys):
     assert all(0 < float(r["score_mean"]) <= 1 and float(r["fit_s"]) > 0 for r in rows)
     out = capsys.readouterr().out
     assert "| iris | funcnn |" in out and "\niris: score " in out and "whole CV" in out
+
+
+def test_grid_search_script_reports_fits_and_compilations(capsys):
+    path = Path(__file__).parents[1] / "scripts" / "grid_search.py"
+    spec = importlib.util.spec_from_file_location("funcnn_script_grid_search", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = ["--alphas", "1e-4", "0.1", "--rates", "1e-3", "--dropouts", "0.1", "0.3", "--folds", "2",
+            "--max-iter", "2"]
+    assert mod.main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 combinations x 2 folds + the refit (9 fits) in " in out and " XLA compilations, " in out
+    assert "best {'alpha': " in out and "mean CV accuracy 0." in out
