@@ -289,6 +289,29 @@ def test_padded_epoch_equals_the_epoch_on_the_data_rows(grad, output, loss, l2, 
     np.testing.assert_array_equal(train.padded_step_sizes(22, 30, 4), [4, 4, 4, 4, 4, 2, 0, 0])
 
 
+@pytest.mark.parametrize("grad,opt_name", [("manual", "adam"), ("manual", "momentum"), ("autodiff", "adamw")])
+def test_padded_epoch_takes_learning_rate_l2_and_dropout_as_traced_scalars(grad, opt_name):
+    # opt built with learning rate 1 and lr_scale=lr, a network with l2=0 and any dropout rate,
+    # l2 and keep passed in: the padded epoch of the network and optimizer built with them
+    # (the partial batch's penalty over its own 2 rows)
+    x, y = _toy(n=22)
+    pad = lambda a: jnp.concatenate([a, jnp.full((8, *a.shape[1:]), 7, a.dtype)])  # noqa: E731
+    make = getattr(optim, opt_name)
+    for l2, rate in ((0.3, 0.25), (0.0, 0.0), (1.5, 0.6)):
+        net = funcnn.mlp([6, 8, 3], hidden="tanh", l2=l2, dropout=rate)
+        state = train.init_state(net, make(3e-2), key=jax.random.key(1), dtype=jnp.float64)
+        stand_in = funcnn.mlp([6, 8, 3], hidden="tanh", dropout=0.5)
+        traced = dict(lr_scale=jnp.float64(3e-2), l2=jnp.float64(l2), keep=jnp.asarray(1.0 - rate))
+        want, got = state, state
+        for _ in range(2):
+            want, want_losses = train.make_padded_epoch(net, make(3e-2), batch_size=4, grad=grad)(
+                want, pad(x), pad(y), 22)
+            got, losses = train.make_padded_epoch(stand_in, make(1.0), batch_size=4, grad=grad)(
+                got, pad(x), pad(y), 22, **traced)
+        np.testing.assert_allclose(np.asarray(losses), np.asarray(want_losses), rtol=1e-12)
+        assert normwise_rel_err(got.params, want.params) <= 1e-12, (l2, rate)
+
+
 def test_padded_epoch_compiles_once_for_every_number_of_rows():
     x, y = _toy(n=64, dtype=jnp.float32)
     opt = optim.sgd(0.1)
