@@ -1,4 +1,4 @@
-"""Measure the test suite's power: inject realistic backward and checker mistakes, one at a time.
+"""Measure the test suite's power: inject realistic backward, checker and hyperparameter mistakes, one at a time.
 
 Each mutant is a one-line textual change to funcnn's own code (a derivative
 with a factor missing, a forgotten cotangent, a dropped term of layer norm's
@@ -47,6 +47,7 @@ class Mutant(NamedTuple):
 
 
 CURV = "tests/test_curvature.py"
+TRAIN = "tests/test_train.py"
 
 
 MUTANTS = [
@@ -156,6 +157,27 @@ MUTANTS = [
            "hvp: sigmoid rvjp drops the second-order term", CURV),
     Mutant("funcnn/network.py", "return losses.add_l2_grad(rgrads, v, l2 / x.shape[0]) if l2 else rgrads",
            "return rgrads", "hvp: L2's curvature dropped", CURV),
+    # Hyperparameters as traced scalars (fit_many, make_padded_epoch, the scikit-learn estimators):
+    # a wrong one trains another model than the one the config or the estimator says.
+    Mutant("funcnn/layers.py", "        key, keep = key.key, key.keep\n",
+           "        key, keep = key.key, jnp.asarray(1.0 - rate)\n",
+           "hyper: a DropoutKey's keep ignored (the layer's own rate)", TRAIN),
+    Mutant("funcnn/layers.py", "keys = iter([DropoutKey(k, key.keep) for k in jax.random.split(key.key, n_random)])",
+           "keys = iter([key] * n_random)", "hyper: every dropout layer gets the same DropoutKey", TRAIN),
+    Mutant("funcnn/train.py", "            g = _losses.add_l2_grad(g, state.params, l2 / r)",
+           "            g = _losses.add_l2_grad(g, state.params, l2 / x.shape[0])",
+           "hyper: padded epoch's traced L2 over the padded batch, not its rows", TRAIN),
+    Mutant("funcnn/train.py", "            loss = loss + _losses.l2_penalty(state.params, l2, r)\n",
+           "            loss = loss + _losses.l2_penalty(state.params, l2, x.shape[0])\n",
+           "hyper: padded epoch's traced L2 penalty over the padded batch", TRAIN),
+    Mutant("funcnn/train.py",
+           "        if lr_scale is not None:\n            updates = jax.tree.map(lambda u: u * lr_scale",
+           "        if False:\n            updates = jax.tree.map(lambda u: u * lr_scale",
+           "hyper: padded epoch ignores the traced learning rate", TRAIN),
+    Mutant("funcnn/train.py", "        if keep is not None:\n            key = _layers.DropoutKey(key, keep)\n"
+           "        loss, g = value_and_grad(state.params, x, y, key=key)",
+           "        loss, g = value_and_grad(state.params, x, y, key=key)",
+           "hyper: fit_many's per-model dropout rates ignored", TRAIN),
 ]
 
 
