@@ -80,6 +80,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from funcnn import _checks, activations, initializers
 from funcnn.activations import Activation
@@ -184,7 +185,22 @@ class DropoutKey(NamedTuple):
     """
 
     key: Array  # a jax.random key
-    keep: Array  # scalar in (0, 1], the default float dtype: 1 - the dropout rate
+    keep: Array  # scalar in (0, 1], the default float dtype: 1 - the dropout rate (keep_of)
+
+
+# The rate to build dropout layers with when every call's DropoutKey sets the real one
+# (sweeps and the scikit-learn estimators): any rate > 0 makes the layer random.
+STAND_IN_RATE = 0.5
+
+
+def keep_of(rate) -> Array:
+    """``1 - rate`` (a number or an array of them) as ``DropoutKey.keep`` wants it.
+
+    Computed in float64, then cast to the default float dtype: the value a
+    layer built with the Python-float ``rate`` draws its mask with, so the
+    masks are that layer's own, bit for bit.
+    """
+    return jnp.asarray(1.0 - np.asarray(rate, np.float64), jnp.result_type(float))
 
 
 # ------------------------------------------------------------------ matmuls

@@ -91,7 +91,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from funcnn import checkpoint, optim, shuffle, train
+from funcnn import checkpoint, layers, optim, shuffle, train
 from funcnn.mlp import mlp as _mlp_net
 
 __all__ = ["MLPClassifier", "MLPRegressor", "EXPECTED_FAILED_CHECKS", "OPTIMIZERS"]
@@ -106,7 +106,6 @@ OPTIMIZERS = {"adam": optim.adam, "adamw": optim.adamw, "sgd": optim.sgd, "momen
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")  # scikit-learn's names; funcnn's own are accepted too
 _SKLEARN_NAMES = {"logistic": "sigmoid"}  # scikit-learn's name -> funcnn's
 PREDICT_CHUNK = 1024  # rows per compiled prediction call (padded): one compilation for any n
-_STAND_IN_RATE = 0.5  # the compiled network's dropout rate; each fit's own replaces it (_BaseMLP._compiled)
 
 
 @functools.lru_cache(maxsize=128)
@@ -233,13 +232,12 @@ class _BaseMLP(BaseEstimator):
         """
         rate = self.dropout
         per_fit_rate = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and 0 < float(rate) < 1
-        net = self._network(d, m, l2=0.0, dropout=_STAND_IN_RATE if per_fit_rate else None)
+        net = self._network(d, m, l2=0.0, dropout=layers.STAND_IN_RATE if per_fit_rate else None)
         named = self.schedule is None and not isinstance(self.optimizer, optim.GradientTransformation)
         opt = self._opt(1.0) if named else self._opt()
-        dtype = jax.numpy.result_type(float)  # a Python-float rate's dtype in the layers: the same masks
         hyper = {"lr_scale": np.float32(self.learning_rate_init) if named else None,
                  "l2": np.float32(self.alpha) if float(self.alpha) else None,
-                 "keep": np.asarray(1.0 - float(rate), dtype) if per_fit_rate else None}
+                 "keep": layers.keep_of(rate) if per_fit_rate else None}
         return net, opt, hyper
 
     def _opt(self, lr=None):

@@ -147,6 +147,28 @@ def _value_and_grad(net, grad: str):
     return jax.value_and_grad(net.loss)
 
 
+def _step_key(state: TrainState, dropout: bool, keep):
+    """The step's dropout key (None without dropout), carrying ``keep`` when given (``layers.DropoutKey``)."""
+    if not dropout:
+        return None
+    key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step)
+    return key if keep is None else _layers.DropoutKey(key, keep)
+
+
+def _with_l2(loss, g, params, l2, n):
+    """``(loss, g)`` plus a traced L2 strength's penalty ``l2 / (2 n) sum W^2`` and its gradient (None: as they are)."""
+    if l2 is None:
+        return loss, g
+    return loss + _losses.l2_penalty(params, l2, n), _losses.add_l2_grad(g, params, l2 / n)
+
+
+def _scaled(updates, lr_scale):
+    """``updates`` times a traced learning-rate factor (None: as they are)."""
+    if lr_scale is None:
+        return updates
+    return jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
+
+
 def _step_body(net, opt, grad):
     """The pure train step ``(state, x, y, lr_scale, l2, keep) -> (state, loss)``.
 
@@ -162,18 +184,10 @@ def _step_body(net, opt, grad):
     dropout = net.random
 
     def body(state, x, y, lr_scale=None, l2=None, keep=None):
-        key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
-        if keep is not None:
-            key = _layers.DropoutKey(key, keep)
-        loss, g = value_and_grad(state.params, x, y, key=key)
-        if l2 is not None:
-            n = x.shape[0]
-            loss = loss + _losses.l2_penalty(state.params, l2, n)
-            g = _losses.add_l2_grad(g, state.params, l2 / n)
+        loss, g = value_and_grad(state.params, x, y, key=_step_key(state, dropout, keep))
+        loss, g = _with_l2(loss, g, state.params, l2, x.shape[0])
         updates, opt_state = opt.update(g, state.opt_state, state.params)
-        if lr_scale is not None:  # per-model learning-rate factor (fit_many)
-            updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
-        params = apply_updates(state.params, updates)
+        params = apply_updates(state.params, _scaled(updates, lr_scale))
         return TrainState(params, opt_state, state.step + 1, state.rng), loss
 
     return body
@@ -362,18 +376,12 @@ def make_padded_epoch(net, opt: GradientTransformation, *, batch_size: int, grad
     B = batch_size
 
     def step(state, x, y, w, lr_scale, l2, keep):
-        key = jax.random.fold_in(jax.random.fold_in(state.rng, 0), state.step) if dropout else None
-        if keep is not None:
-            key = _layers.DropoutKey(key, keep)
-        loss, g = value_and_grad(state.params, x, y, w, key)
-        if l2 is not None:  # r rows in this step: the penalty and gradient of a network built with l2
-            r = jnp.sum(w)
-            loss = loss + _losses.l2_penalty(state.params, l2, r)
-            g = _losses.add_l2_grad(g, state.params, l2 / r)
+        loss, g = value_and_grad(state.params, x, y, w, _step_key(state, dropout, keep))
+        # the penalty over this step's r = sum(w) rows, as a network built with l2 has
+        loss, g = _with_l2(loss, g, state.params, l2, jnp.sum(w))
         updates, opt_state = opt.update(g, state.opt_state, state.params)
-        if lr_scale is not None:
-            updates = jax.tree.map(lambda u: u * lr_scale.astype(u.dtype), updates)
-        return TrainState(apply_updates(state.params, updates), opt_state, state.step + 1, state.rng), loss
+        return TrainState(apply_updates(state.params, _scaled(updates, lr_scale)), opt_state, state.step + 1,
+                          state.rng), loss
 
     def epoch(state, x, y, n, lr_scale=None, l2=None, keep=None):
         N = x.shape[0]
@@ -724,8 +732,7 @@ def _dropout_keeps(net, dropouts, K: int):
     if other:
         raise InvalidArgument(f"dropouts sets the rate of dropout layers, but {', '.join(other)} draw(s) from "
                               "the key in another way (Layer.dropout_key is False): train these models one by one.")
-    # 1 - rate in float64, then the default float dtype: what a layer's Python-float rate becomes.
-    return jnp.asarray(1.0 - rates, jnp.result_type(float))
+    return _layers.keep_of(rates)
 
 
 def fit_many(net, opt: GradientTransformation, data, *, keys, epochs: int, batch_size: int,

@@ -138,7 +138,8 @@ def test_a_dropout_key_sets_the_rate_and_draws_the_layers_own_masks(rate):
     key = jax.random.key(4)
     params = build(rate).init(jax.random.key(0))
     want = build(rate).forward(params, x, key=key)
-    keep = jnp.asarray(1.0 - rate, jnp.result_type(float))
+    keep = layers.keep_of(rate)
+    assert keep == jnp.asarray(1.0 - rate, jnp.result_type(float))  # 1 - rate in float64, then the default dtype
     got = jax.jit(lambda p, x, k: build(0.5).forward(p, x, key=layers.DropoutKey(k, keep)))(params, x, key)
     for a, b in zip(masks(got), masks(want), strict=True):
         assert a.dtype == b.dtype == jnp.float32 and np.array_equal(np.asarray(a), np.asarray(b))

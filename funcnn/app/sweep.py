@@ -84,7 +84,7 @@ def train_group(cfgs: list, seeds: int, split=None) -> list[dict]:
     if not own_l2:
         run_model = dataclasses.replace(run_model, l2=0.0)
     if not own_dropout:
-        run_model = dataclasses.replace(run_model, dropout=_STAND_IN_RATE)
+        run_model = dataclasses.replace(run_model, dropout=layers.STAND_IN_RATE)  # the models' own replace it
     net, opt = experiment.build(dataclasses.replace(base, model=run_model), split.x_train.shape[0])
     lr0 = base.optimizer.learning_rate
     if lr0 <= 0:
@@ -211,9 +211,6 @@ def _split_values(text: str) -> list[str]:
 # The per-model scalars one vmapped program can differ in (see the module docstring): (section, key).
 # model.dropout only as one number for all layers: a per-layer list starts its own group.
 VMAPPED = (("optimizer", "learning_rate"), ("model", "l2"), ("model", "dropout"))
-# The rate a group's network is built with when its models' rates differ: any rate > 0 gives
-# every hidden layer its dropout (the models' own rates replace it in each step).
-_STAND_IN_RATE = 0.5
 
 
 def _group_key(cfg) -> str:
