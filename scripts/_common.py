@@ -1,6 +1,7 @@
 """Helpers the scripts share: a device-synchronised timer and CSV output. Not part of the library."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import time
 from pathlib import Path
@@ -54,3 +55,19 @@ def write_csv(rows, path: Path, fields, *, float_fmt: str = ".6g") -> Path:
 def print_plot_written(png) -> None:
     """Prints where a figure went, or why there is none (``png`` is None without matplotlib)."""
     print(f"wrote {png}" if png else "matplotlib not installed: no plot (pip install \"funcnn[plot]\")")
+
+
+@contextlib.contextmanager
+def compilations():
+    """The seconds of every XLA compilation inside the ``with`` block, as a list (``jax.monitoring``)."""
+    seconds: list[float] = []
+
+    def listener(event, duration, **kwargs):
+        if "backend_compile" in event:
+            seconds.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seconds
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)

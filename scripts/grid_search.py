@@ -16,15 +16,19 @@ for the cold numbers.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
+from pathlib import Path
 
-import jax
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 from funcnn.sklearn import MLPClassifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
+from _common import compilations  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -38,20 +42,12 @@ def main(argv=None) -> int:
     x, y = load_digits(return_X_y=True)
     grid = {"alpha": args.alphas, "learning_rate_init": args.rates, "dropout": args.dropouts}
     combos = len(args.alphas) * len(args.rates) * len(args.dropouts)
-    compiles: list[float] = []
-
-    def listener(event, duration, **kwargs):
-        if "backend_compile" in event:
-            compiles.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
     t = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), compilations() as compiles:
         warnings.simplefilter("ignore", ConvergenceWarning)
         search = GridSearchCV(MLPClassifier(random_state=0, max_iter=args.max_iter), grid, cv=args.folds,
                               n_jobs=1).fit(x, y)
     wall = time.perf_counter() - t
-    jax.monitoring.unregister_event_duration_listener(listener)
     print(f"GridSearchCV on digits: {combos} combinations x {args.folds} folds + the refit "
           f"({combos * args.folds + 1} fits) in {wall:.1f} s; {len(compiles)} XLA compilations, "
           f"{sum(compiles):.1f} s of them")

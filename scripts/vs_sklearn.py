@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import time
 import warnings
 from pathlib import Path
 
-import jax
 import numpy as np
 from sklearn import datasets
 from sklearn.exceptions import ConvergenceWarning
@@ -52,6 +52,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from funcnn.sklearn import MLPClassifier, MLPRegressor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_common.py, however this file is loaded
+from _common import compilations  # noqa: E402
 
 
 def _friedman():
@@ -81,31 +84,25 @@ def _models(ours, theirs) -> dict:
 MODELS = {"classification": _models(MLPClassifier, SkClassifier), "regression": _models(MLPRegressor, SkRegressor)}
 FIELDS = ("dataset", "model", "score_mean", "score_std", "fit_first_s", "fit_s", "cv_s", "predict_s", "compile_s",
           "compilations")
-COMPILES: list[float] = []  # seconds of every XLA compilation so far (jax.monitoring, registered by main)
-
-
-def _count_compile(event: str, duration: float, **kwargs) -> None:
-    if "backend_compile" in event:
-        COMPILES.append(duration)
 
 
 def evaluate(make, x, y, task: str, folds: int) -> dict:
     split = (StratifiedKFold if task == "classification" else KFold)(folds, shuffle=True, random_state=0)
     scores, fit_s, pred_s = [], [], []
-    before = len(COMPILES)
-    for tr, te in split.split(x, y):
-        est = make()
-        t = time.perf_counter()
-        est.fit(x[tr], y[tr])
-        fit_s.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        est.predict(x[te])
-        pred_s.append(time.perf_counter() - t)
-        scores.append(est.score(x[te], y[te]))
+    with compilations() as compiles:
+        for tr, te in split.split(x, y):
+            est = make()
+            t = time.perf_counter()
+            est.fit(x[tr], y[tr])
+            fit_s.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            est.predict(x[te])
+            pred_s.append(time.perf_counter() - t)
+            scores.append(est.score(x[te], y[te]))
     return {"score_mean": float(np.mean(scores)), "score_std": float(np.std(scores)), "fit_first_s": fit_s[0],
             "fit_s": float(np.mean(fit_s[1:])), "cv_s": float(np.sum(fit_s)), "predict_s": float(np.mean(pred_s[1:])),
             # XLA compilations during the cross-validation (fits, predictions and scores): funcnn's alone
-            "compile_s": float(np.sum(COMPILES[before:])), "compilations": len(COMPILES) - before}
+            "compile_s": float(np.sum(compiles)), "compilations": len(compiles)}
 
 
 def verdicts(rows: list[dict]) -> list[str]:
@@ -133,7 +130,6 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="a directory to write vs_sklearn.csv to (default: print only)")
     args = ap.parse_args(argv)
     rows = []
-    jax.monitoring.register_event_duration_secs_listener(_count_compile)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # both libraries warn at max_iter alike
         for name in args.sets:

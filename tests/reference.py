@@ -127,6 +127,22 @@ def broken_derivative(name, wrong_grad):
 # are funcnn's (one entry per layer), read here with plain jnp only.
 
 
+@contextlib.contextmanager
+def compilations():
+    """The seconds of every XLA compilation inside the ``with`` block, as a list (``jax.monitoring``)."""
+    seconds: list = []
+
+    def listener(event, duration, **kwargs):
+        if "backend_compile" in event:
+            seconds.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seconds
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
 def ref_layer_norm(p, h, eps):
     mu = jnp.mean(h, axis=1, keepdims=True)
     var = jnp.mean((h - mu) ** 2, axis=1, keepdims=True)

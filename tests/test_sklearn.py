@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
+from reference import compilations  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.datasets import load_digits, make_regression  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -107,10 +108,7 @@ def test_second_fit_with_same_shapes_compiles_nothing(early_stopping):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted(est)
-        compiles = []
-        listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None  # noqa: E731
-        jax.monitoring.register_event_duration_secs_listener(listener)
-        try:
+        with compilations() as compiles:
             for seed in range(3):  # grid-search refits: clones, new seeds, same shapes
                 fitted(clone(est).set_params(random_state=seed))
             fitted(est.set_params(warm_start=True))
@@ -118,8 +116,6 @@ def test_second_fit_with_same_shapes_compiles_nothing(early_stopping):
             # stopping 48 of them train: 41..48), padded to its size
             for n in (57, 59):
                 fitted(clone(est), n)
-        finally:
-            jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
 
 
@@ -135,13 +131,8 @@ def test_a_grid_over_alpha_learning_rate_and_dropout_compiles_one_epoch():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fitted(est)
-        compiles, probas = [], []
-        listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None  # noqa: E731
-        jax.monitoring.register_event_duration_secs_listener(listener)
-        try:
+        with compilations() as compiles:
             probas = [fitted(clone(est).set_params(**p)) for p in grid]
-        finally:
-            jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
     assert len({p.tobytes() for p in probas}) == len(grid)
 

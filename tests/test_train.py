@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference import normwise_rel_err
+from reference import compilations, normwise_rel_err
 
 import funcnn
 from funcnn import data, optim, train
@@ -252,15 +252,10 @@ def test_second_fit_with_same_network_and_optimizer_compiles_nothing():
     opt = optim.sgd(0.1)
     warm = funcnn.mlp([6, 8, 3], hidden="tanh")
     train.fit(warm, opt, (x, y), epochs=1, batch_size=8, key=jax.random.key(0), validation=(x, y))
-    compiles = []
-    listener = lambda event, duration, **kw: compiles.append(event) if "backend_compile" in event else None
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
+    with compilations() as compiles:
         for seed in range(20):  # a sweep of 20 short fits: new keys, equal network and optimizer
             net = funcnn.mlp([6, 8, 3], hidden="tanh")
             train.fit(net, optim.sgd(0.1), (x, y), epochs=2, batch_size=8, key=jax.random.key(seed), validation=(x, y))
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
 
 
