@@ -230,15 +230,21 @@ class _BaseMLP(BaseEstimator):
         also predicts: without a key its dropout does nothing and L2 is not in
         the outputs.
         """
-        rate = self.dropout
-        per_fit_rate = isinstance(rate, numbers.Real) and not isinstance(rate, bool) and 0 < float(rate) < 1
-        net = self._network(d, m, l2=0.0, dropout=layers.STAND_IN_RATE if per_fit_rate else None)
         named = self.schedule is None and not isinstance(self.optimizer, optim.GradientTransformation)
         opt = self._opt(1.0) if named else self._opt()
         hyper = {"lr_scale": np.float32(self.learning_rate_init) if named else None,
                  "l2": np.float32(self.alpha) if float(self.alpha) else None,
-                 "keep": layers.keep_of(rate) if per_fit_rate else None}
-        return net, opt, hyper
+                 "keep": layers.keep_of(self.dropout) if self._per_fit_rate() else None}
+        return self._compiled_net(d, m), opt, hyper
+
+    def _per_fit_rate(self) -> bool:
+        """One dropout rate in (0, 1): a traced scalar of the compiled epoch (``_compiled``)."""
+        r = self.dropout
+        return isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 < float(r) < 1
+
+    def _compiled_net(self, d: int, m: int):
+        """The network of ``_compiled``, which also predicts (no hyperparameter to pass there)."""
+        return self._network(d, m, l2=0.0, dropout=layers.STAND_IN_RATE if self._per_fit_rate() else None)
 
     def _opt(self, lr=None):
         """The optimizer as set; ``lr``: a named one with that learning rate instead (``_compiled``)."""
@@ -366,7 +372,7 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X):
         check_is_fitted(self, "_params")
         x = self._x(X, reset=False)
-        return _predict_chunks(self._compiled(x.shape[1], self._width)[0], self._params, x)
+        return _predict_chunks(self._compiled_net(x.shape[1], self._width), self._params, x)
 
     # -- funcnn's safe checkpoint
     def save(self, path, *, overwrite: bool = False):
@@ -406,7 +412,7 @@ class _BaseMLP(BaseEstimator):
         est._scaler = None if ex["scaler"] is None else tuple(np.asarray(a) for a in ex["scaler"])
         est.n_iter_, est.loss_curve_, est.validation_scores_ = ex["n_iter"], ex["loss_curve"], []
         est._load_extra(ex)
-        est._keep(est._compiled(est.n_features_in_, est._width)[0], checkpoint.restore_state(ck, est._opt()))
+        est._keep(est._compiled_net(est.n_features_in_, est._width), checkpoint.restore_state(ck, est._opt()))
         return est
 
 
@@ -480,7 +486,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _outputs_scaled(self, x):
         # validation rows are already standardised: predict without re-validating
-        return _predict_chunks(self._compiled(x.shape[1], self._width)[0], self._params, x)
+        return _predict_chunks(self._compiled_net(x.shape[1], self._width), self._params, x)
 
     def _decide(self, dec):
         return dec.astype(self._indicator_dtype) if self._multilabel else self.classes_[dec]
@@ -559,7 +565,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return jax.device_put(np.asarray(y, np.float32).reshape(y.shape[0], -1))
 
     def _score_encoded(self, x, y):
-        out = _predict_chunks(self._compiled(x.shape[1], self._width)[0], self._params, x)[0]
+        out = _predict_chunks(self._compiled_net(x.shape[1], self._width), self._params, x)[0]
         return r2_score(y, out.reshape(np.shape(y)))
 
     def _set_outputs(self, y):
